@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine:  make demo  and  make test.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= synth
+PYTEST_ARGS ?=
+
+.PHONY: install demo test clean help
+
+help:
+	@echo "make demo [DATA=synth|abid]  run the main job end to end (synthetic data by default)"
+	@echo "make test                    run the test suite"
+	@echo "make install                 create $(VENV) and install binventory into it"
+
+install: $(VENV)/.installed
+
+# Reinstalls only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "binventory needs Python 3.11+"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+demo: install
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh $(DATA)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) data/demo .pytest_cache

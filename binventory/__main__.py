@@ -1,0 +1,5 @@
+import sys
+
+from binventory.cli import main
+
+sys.exit(main())
