@@ -1,0 +1,113 @@
+"""Checks that one image file is a complete, decodable, reasonably sized JPEG.
+
+Every failure maps to a status code and a human reason, so an index run can list bad files
+instead of crashing on them or dropping them.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+# ABID originals are a few hundred pixels a side; 50 MP leaves room for any real camera while
+# refusing decompression bombs (a small file that decodes to gigabytes).
+MAX_PIXELS = 50_000_000
+MAX_BYTES = 64 * 1024 * 1024
+
+JPEG_SOI = b"\xff\xd8\xff"
+JPEG_EOI = b"\xff\xd9"
+
+_SIGNATURES = {
+    b"\x89PNG": "PNG",
+    b"GIF8": "GIF",
+    b"RIFF": "RIFF/WebP",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"%PDF": "PDF",
+    b"<": "HTML/XML text",
+}
+
+
+@dataclass
+class ImageCheck:
+    status: str  # "ok" or a failure code
+    reason: str = ""
+    nbytes: int = 0
+    sha256: str = ""
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _describe_format(data: bytes) -> str:
+    for magic, name in _SIGNATURES.items():
+        if data.startswith(magic):
+            return f"looks like {name}"
+    return f"starts with bytes {data[:4].hex()}"
+
+
+def _has_eoi(data: bytes) -> bool:
+    return data.rstrip(b"\x00\r\n").endswith(JPEG_EOI)
+
+
+def check_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageCheck:
+    """Check an image held in memory (also used for uploads by the serving stage)."""
+    check = ImageCheck(status="ok", nbytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    if not data:
+        check.status, check.reason = "empty_file", "file is empty (0 bytes)"
+        return check
+    if not data.startswith(JPEG_SOI):
+        check.status, check.reason = "not_jpeg", f"not a JPEG ({_describe_format(data)})"
+        return check
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and raises past 2x its own limit) on huge images; we decide ourselves.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                check.width, check.height = img.size
+                if img.width * img.height > max_pixels:
+                    check.status = "decompression_bomb"
+                    check.reason = (f"{img.width}x{img.height} = {img.width * img.height:,} pixels "
+                                    f"exceeds the limit of {max_pixels:,}")
+                    return check
+                img.load()
+    except Image.DecompressionBombError as e:
+        check.status, check.reason = "decompression_bomb", str(e)
+        return check
+    except OSError as e:
+        message = str(e)
+        if "truncated" in message.lower() or (check.width is not None and not _has_eoi(data)):
+            check.status, check.reason = "truncated", f"image data is truncated ({message})"
+        else:
+            check.status, check.reason = "undecodable", f"cannot decode: {message}"
+        return check
+    except Exception as e:  # Pillow raises several types on garbage; none may stop an index run.
+        check.status, check.reason = "undecodable", f"cannot decode: {type(e).__name__}: {e}"
+        return check
+    # libjpeg fills a cut-off scan with grey and only warns; a missing end marker gives it away.
+    if not _has_eoi(data):
+        check.status, check.reason = "truncated", "JPEG end-of-image marker is missing"
+    return check
+
+
+def check_image_file(path: str | Path, max_pixels: int = MAX_PIXELS,
+                     max_bytes: int = MAX_BYTES) -> ImageCheck:
+    """Check an image file on disk; never raises for bad content."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            return ImageCheck(status="too_large", nbytes=size,
+                              reason=f"file is {size:,} bytes, over the limit of {max_bytes:,}")
+        data = path.read_bytes()
+    except OSError as e:
+        return ImageCheck(status="unreadable", reason=f"cannot read file: {e.strerror or e}")
+    return check_image_bytes(data, max_pixels=max_pixels)
