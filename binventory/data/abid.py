@@ -91,7 +91,8 @@ def parse_metadata(data: dict, image_id: str) -> BinRecord:
     # bool is an int in Python; a count of True is not a count.
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
         raise ValueError(f"EXPECTED_QUANTITY is not a non-negative integer: {quantity!r}")
-    skus_data = data.get("BIN_FCSKU_DATA") or {}
+    skus_data = data.get("BIN_FCSKU_DATA")
+    skus_data = {} if skus_data is None else skus_data
     if not isinstance(skus_data, dict):
         raise ValueError("BIN_FCSKU_DATA is not an object")
     skus = []
@@ -119,7 +120,7 @@ def read_metadata(path: str | Path, image_id: str | None = None) -> BinRecord:
     path = Path(path)
     image_id = image_id if image_id is not None else path.stem
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise ValueError(f"metadata is not UTF-8 text: {e}") from None
     except json.JSONDecodeError as e:
