@@ -14,6 +14,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def build_parser() -> argparse.ArgumentParser:
     from binventory.data import cli as data_cli
+    from binventory.training import cli as training_cli
 
     parser = argparse.ArgumentParser(
         prog="binventory",
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.add_parser(commands, HelpFormatter)
+    training_cli.add_parsers(commands, HelpFormatter)
     return parser
 
 

