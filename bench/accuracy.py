@@ -1,0 +1,105 @@
+"""Accuracy benchmark on the real ABID sample: our recipe against the reference recipe.
+
+Trains on the ids of splits/dev.txt (validation carved out of them), reports on
+splits/public_test.txt, for the 0-5 (challenge) and 1-5 (udacity) protocols, and trains and tests
+the reference SageMaker recipe (frozen backbone + small head, random crops, 3 epochs) in the same
+run. Prints a Markdown table for BENCHMARKS.md and writes OUT/results.json.
+
+    python bench/accuracy.py --sample ../shared/abid-sample --out runs/bench/accuracy
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from binventory.data.manifest import build_manifest, write_manifest
+from binventory.data.split import assign_splits
+from binventory.training.config import TrainConfig
+from binventory.training.train import train
+
+OURS = dict(backbone="mobilenet_v2", weights="imagenet", image_size=160, epochs=14, batch_size=32,
+            lr=1e-3, head_lr_mult=10.0, weight_decay=0.05, warmup_epochs=1.0, label_smoothing=0.1,
+            loss="ordinal", loss_weight=1.0, ema_decay=0.998, dropout=0.3, hflip=0.5, vflip=0.5,
+            color=0.2, affine=1.0, min_count=0, max_count=5, overflow=True)
+# The SageMaker reference: frozen ImageNet backbone (ResNet-50 there; its weights need a download,
+# so the offline default is MobileNetV2), a 5-way head on 1-5 items, random crops, 3 epochs.
+REFERENCE = dict(backbone="mobilenet_v2", weights="imagenet", image_size=224, epochs=3,
+                 batch_size=32, lr=1e-3, head_lr_mult=1.0, weight_decay=0.0, warmup_epochs=0.0,
+                 label_smoothing=0.0, loss="ce", ema_decay=0.0, dropout=0.0, freeze=-1,
+                 random_crop=True, hflip=0.5, vflip=0.0, color=0.0, affine=0.0, min_count=1,
+                 max_count=5, overflow=False, eval_protocols="udacity")
+
+
+def make_manifest(sample: Path, out: Path, protocol: str, seed: int) -> Path:
+    path = out / f"manifest-{protocol}.parquet"
+    df = build_manifest(sample, progress=False)
+    df = assign_splits(df, protocol=protocol, seed=seed, val_fraction=0.1,
+                       lists={"train": sample / "splits" / "dev.txt",
+                              "test": sample / "splits" / "public_test.txt"})
+    write_manifest(df, path, sample)
+    return path
+
+
+def run(name: str, cfg: TrainConfig) -> dict:
+    start = time.perf_counter()
+    result = train(cfg)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"{name}: {minutes:.1f} min", flush=True)
+    return {"config": cfg.to_dict(), "metrics": result["metrics"], "minutes": minutes}
+
+
+def row(name: str, m: dict, minutes: float) -> str:
+    return (f"| {name} | {m['n']} | {m['accuracy']:.1%} | {m['rmse']:.3f} | {m['mae']:.3f} | "
+            f"{m['within1']:.1%} | {m['ece']:.3f} | {minutes:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sample", type=Path, default=Path("../shared/abid-sample"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/accuracy"))
+    parser.add_argument("--epochs", type=int, default=OURS["epochs"], help="epochs of our recipe")
+    parser.add_argument("--image-size", type=int, default=OURS["image_size"])
+    parser.add_argument("--reference-backbone", default=REFERENCE["backbone"],
+                        help="resnet50 with --reference-weights DEFAULT reproduces the original (online)")
+    parser.add_argument("--reference-weights", default=REFERENCE["weights"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-reference", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    common = dict(cache_dir=str(args.out / "cache"), seed=args.seed, progress=False, workers=1)
+
+    results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+                          f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+               "date": time.strftime("%Y-%m-%d")}
+    manifest_all = make_manifest(args.sample, args.out, "all", args.seed)
+    ours = TrainConfig(manifest=str(manifest_all), output=str(args.out / "ours"),
+                       **{**OURS, "epochs": args.epochs, "image_size": args.image_size}, **common)
+    results["ours"] = run("ours", ours)
+    if not args.skip_reference:
+        manifest_1_5 = make_manifest(args.sample, args.out, "udacity", args.seed)
+        reference = TrainConfig(manifest=str(manifest_1_5), output=str(args.out / "reference"),
+                                **REFERENCE, **common)
+        reference = replace(reference, backbone=args.reference_backbone,
+                            weights=args.reference_weights)
+        results["reference"] = run("reference", reference)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+    print(f"\n{results['machine']}, {results['date']}\n")
+    print("| recipe / protocol | test images | exact acc. | RMSE | MAE | within 1 | ECE | train min |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    test = results["ours"]["metrics"]["test"]
+    print(row("ours, 0-5 (challenge)", test["challenge"], results["ours"]["minutes"]))
+    print(row("ours, 1-5 (udacity)", test["udacity"], results["ours"]["minutes"]))
+    if "reference" in results:
+        ref = results["reference"]
+        print(row("reference, 1-5 (udacity)", ref["metrics"]["test"]["udacity"], ref["minutes"]))
+
+
+if __name__ == "__main__":
+    main()

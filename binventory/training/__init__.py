@@ -1,0 +1,1 @@
+"""Training stage: the training loop, distributed set-up, evaluation reports and tuning."""

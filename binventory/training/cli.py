@@ -1,0 +1,116 @@
+"""``binventory train`` (and, later, evaluate and tune)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from binventory import BinventoryError
+from binventory.training.config import TrainConfig, add_config_arguments, config_from_args
+
+log = logging.getLogger(__name__)
+
+
+def add_parsers(commands, formatter) -> None:
+    p = commands.add_parser(
+        "train", formatter_class=formatter, help="train a counting model",
+        description="Fine-tune a pretrained backbone to count the items in bin photos. Runs on "
+                    "one process, under torchrun (DistributedDataParallel, gloo on CPU, nccl on "
+                    "GPU) and inside SageMaker training jobs (SM_CHANNEL_*, SM_MODEL_DIR, SM_HOSTS).",
+        epilog="examples:\n"
+               "  binventory train --manifest data/demo/synth/manifest.parquet --epochs 5\n"
+               "  torchrun --nproc-per-node 2 -m binventory train --manifest m.parquet\n"
+               "  binventory train --config runs/tune/best_config.json --resume")
+    p.add_argument("--config", type=Path, default=None,
+                   help="JSON config (e.g. from 'binventory tune'); command-line options override it")
+    add_config_arguments(p)
+    p.set_defaults(func=_train)
+
+    p = commands.add_parser(
+        "evaluate", formatter_class=formatter, help="evaluate a model on a manifest split",
+        description="Exact accuracy, RMSE, MAE, within-1 accuracy, per-class accuracy, confusion "
+                    "matrix, reliability diagram and ECE of a model artifact (with its stored "
+                    "temperature) on one split, per count protocol.")
+    p.add_argument("--model", type=Path, required=True, help="model artifact (model.pt)")
+    p.add_argument("--manifest", type=Path, required=True, help="manifest with a split")
+    p.add_argument("--split", default="test", help="split to evaluate")
+    p.add_argument("--protocols", default="challenge,udacity",
+                   help="comma-separated protocols (udacity, challenge, all)")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: next to the model)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.set_defaults(func=_evaluate)
+
+
+def apply_config_file(parser_args: argparse.Namespace, argv_flags: set[str]) -> TrainConfig:
+    """Options given on the command line win over the file, the file over the defaults."""
+    cfg = config_from_args(parser_args)
+    if parser_args.config is None:
+        return cfg
+    merged = TrainConfig.from_json(parser_args.config).to_dict()
+    for name, value in cfg.to_dict().items():
+        if name in argv_flags:
+            merged[name] = value
+    return TrainConfig.from_dict(merged)
+
+
+def sagemaker_defaults(cfg: TrainConfig, environ=None) -> TrainConfig:
+    """Inside a SageMaker job, read data from its channel and write the model to SM_MODEL_DIR."""
+    from binventory.training.distributed import sagemaker_paths
+
+    paths = sagemaker_paths(environ)
+    if not cfg.manifest and "data_dir" in paths:
+        cfg.manifest = str(Path(paths["data_dir"]) / "manifest.parquet")
+    if "model_dir" in paths and cfg.output == TrainConfig.output:
+        cfg.output = paths["model_dir"]
+    return cfg
+
+
+def _given_flags(argv_tokens: list[str]) -> set[str]:
+    flags = set()
+    for token in argv_tokens:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0]
+            flags.add(name.removeprefix("no-").replace("-", "_"))
+    return flags
+
+
+def _train(args: argparse.Namespace) -> int:
+    import sys
+
+    from binventory.training.train import train
+
+    cfg = sagemaker_defaults(apply_config_file(args, _given_flags(sys.argv[1:])))
+    if not cfg.manifest:
+        raise BinventoryError("--manifest is required (build one with 'binventory data index' "
+                              "and 'binventory data split')")
+    result = train(cfg)
+    if "model" in result:
+        metrics = result["metrics"]
+        summary = {"model": result["model"], "val_accuracy": metrics["val"]["accuracy"],
+                   "temperature": round(metrics["temperature"], 3)}
+        for name, m in metrics.get("test", {}).items():
+            if m.get("n"):
+                summary[f"test_{name}"] = {k: round(m[k], 4) for k in ("accuracy", "rmse", "mae",
+                                                                       "within1", "ece")}
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from binventory.data.split import PROTOCOLS
+    from binventory.training.report import evaluate_artifact
+
+    protocols = [p for p in args.protocols.split(",") if p]
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise BinventoryError(f"unknown protocols {unknown}: choose from {list(PROTOCOLS)}")
+    out = args.out or args.model.parent / f"eval-{args.split}"
+    results = evaluate_artifact(args.model, args.manifest, args.split, out, protocols,
+                                args.batch_size, args.workers)
+    for name, m in results["protocols"].items():
+        print(f"{name:10s} n={m['n']:5d}  accuracy {m['accuracy']:.1%}  RMSE {m['rmse']:.3f}  "
+              f"MAE {m['mae']:.3f}  within-1 {m['within1']:.1%}  ECE {m['ece']:.3f}")
+    print(f"report: {out}/metrics.json, confusion_*.png, reliability_*.png")
+    return 0

@@ -1,0 +1,105 @@
+"""Training configuration as one typed dataclass; the CLI's options are generated from it."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from binventory import BinventoryError
+
+
+def _opt(default, help: str, group: str, **kw):
+    return field(default=default, metadata={"help": help, "group": group, **kw})
+
+
+@dataclass
+class TrainConfig:
+    # data
+    manifest: str = _opt("", "manifest with a split (binventory data index + split)", "data")
+    cache_dir: str = _opt(".cache/images", "on-disk cache of resized images ('' = off)", "data")
+    image_size: int = _opt(224, "input size (square)", "data")
+    resize: str = _opt("stretch", "stretch or letterbox (never crop)", "data",
+                       choices=("stretch", "letterbox"))
+    workers: int = _opt(2, "data-loading processes per rank", "data")
+    # model
+    backbone: str = _opt("mobilenet_v2", "mobilenet_v2, efficientnet_lite0 or a torchvision model",
+                         "model")
+    weights: str = _opt("imagenet", "imagenet, none, a torchvision weights name, or a file", "model")
+    dropout: float = _opt(0.2, "dropout before the head", "model")
+    freeze: int = _opt(0, "freeze the first N backbone stages (-1 = the whole backbone)", "model")
+    min_count: int = _opt(0, "smallest count class", "model")
+    max_count: int = _opt(5, "largest exact count class", "model")
+    overflow: bool = _opt(True, "add a 'max_count+1 or more' class", "model")
+    loss: str = _opt("ordinal", "ce, ordinal (ce + EMD) or expected (ce + expected-count L1)",
+                     "model", choices=("ce", "ordinal", "expected"))
+    loss_weight: float = _opt(1.0, "weight of the ordinal term", "model")
+    # optimization
+    epochs: int = _opt(15, "training epochs", "optim")
+    batch_size: int = _opt(32, "images per step per rank", "optim")
+    lr: float = _opt(1e-3, "peak learning rate (AdamW)", "optim")
+    head_lr_mult: float = _opt(10.0, "learning-rate multiplier of the new head", "optim")
+    weight_decay: float = _opt(0.05, "AdamW weight decay (not on norms and biases)", "optim")
+    warmup_epochs: float = _opt(1.0, "linear warmup before the cosine decay", "optim")
+    label_smoothing: float = _opt(0.1, "label smoothing", "optim")
+    clip_grad: float = _opt(2.0, "gradient-norm clip (0 = off)", "optim")
+    ema_decay: float = _opt(0.999, "EMA of weights, evaluated and saved (0 = off)", "optim")
+    amp: bool = _opt(True, "bf16 autocast on GPU", "optim")
+    channels_last: bool = _opt(True, "channels-last memory format", "optim")
+    patience: int = _opt(0, "early stop after N epochs without improvement (0 = off)", "optim")
+    # augmentation (all keep the count true: no crops unless asked)
+    hflip: float = _opt(0.5, "horizontal flip probability", "augment")
+    vflip: float = _opt(0.0, "vertical flip probability", "augment")
+    color: float = _opt(0.2, "colour jitter strength", "augment")
+    affine: float = _opt(1.0, "small-affine strength (1 = up to 5 degrees, 4%% shift, 5%% scale)",
+                         "augment")
+    random_crop: bool = _opt(False, "random resized crops (the reference recipe; changes counts)",
+                             "augment")
+    # run
+    output: str = _opt("runs/train", "run folder: checkpoints, metrics, model.pt", "run")
+    seed: int = _opt(0, "random seed", "run")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N", "run")
+    resume: bool = _opt(False, "continue from OUTPUT/last.pt", "run")
+    eval_protocols: str = _opt("challenge,udacity",
+                               "protocols reported on the test split (comma-separated)", "run")
+    progress: bool = _opt(True, "show progress bars", "run")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise BinventoryError(f"unknown training options: {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TrainConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise BinventoryError(f"cannot read config {path}: {e}") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
+    """One option per field, grouped, with the field's help (the formatter adds the default)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(cls):
+        meta = f.metadata
+        group = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        kwargs = {"default": default, "help": meta["help"], "dest": f.name}
+        if f.type in ("bool", bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
+            if "choices" in meta:
+                kwargs["choices"] = meta["choices"]
+        group.add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, cls=TrainConfig):
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})

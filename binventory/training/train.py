@@ -1,0 +1,335 @@
+"""``binventory train``: fine-tune a counting model, on one process or under torchrun.
+
+Laid out like torchvision's reference train.py: load_data, train_one_epoch, evaluate, main.
+Every epoch ends with a checkpoint dict (model, optimizer, scheduler, EMA, epoch, RNG states,
+config) written atomically, so ``--resume`` continues a killed run to the same result.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from binventory import BinventoryError
+from binventory.data.dataset import BinDataset
+from binventory.data.manifest import dataset_root, manifest_hash, read_manifest
+from binventory.data.preprocess import Preprocess
+from binventory.model.artifact import save_artifact
+from binventory.model.classes import CountClasses
+from binventory.model.factory import create_model, freeze_stages, normalization, set_train_mode
+from binventory.model.losses import CountingLoss
+from binventory.model.metrics import evaluate_logits as evaluate
+from binventory.model.metrics import fit_temperature
+from binventory.training import distributed
+from binventory.training.augment import create_transform
+from binventory.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint,
+                                            set_rng_state)
+from binventory.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+EpochCallback = Callable[[int, dict], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_data(cfg: TrainConfig, info: distributed.DistInfo, preprocess: Preprocess):
+    df, meta = read_manifest(cfg.manifest)
+    root = dataset_root(meta, cfg.manifest)
+    cache = cfg.cache_dir or None
+    mean = preprocess.mean
+    train_tf = create_transform(cfg.image_size, cfg.hflip, cfg.vflip, cfg.color, cfg.affine,
+                                cfg.random_crop, fill=mean)
+    train_ds = BinDataset(df, "train", preprocess, train_tf, cache, root)
+    val_ds = BinDataset(df, "val", preprocess, None, cache, root)
+    test_ds = BinDataset(df, "test", preprocess, None, cache, root) if (df.split == "test").any() else None
+    # One sampler for every case: with one replica it is a seeded shuffle, and set_epoch makes
+    # each epoch's order depend only on (seed, epoch), which is what makes resume exact.
+    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=cfg.seed)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
+                              num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch_size,
+                              pin_memory=info.device.type == "cuda")
+    return train_ds, val_ds, test_ds, train_loader, sampler, manifest_hash(df)
+
+
+def eval_loader(dataset: BinDataset, cfg: TrainConfig, info: distributed.DistInfo) -> DataLoader:
+    # Each rank takes every world_size-th image; predictions are gathered, nothing is padded.
+    shard = list(range(info.rank, len(dataset), info.world_size))
+    return DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=cfg.batch_size * 2,
+                      num_workers=cfg.workers)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    head = {id(p) for p in _head(model).parameters()}
+    groups = {"decay": [], "no_decay": [], "head": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in head:
+            groups["head"].append(p)
+        elif p.ndim <= 1:  # norms and biases: decaying them only hurts
+            groups["no_decay"].append(p)
+        else:
+            groups["decay"].append(p)
+    return torch.optim.AdamW([
+        {"params": groups["decay"], "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+        {"params": groups["no_decay"], "weight_decay": 0.0, "lr": cfg.lr},
+        {"params": groups["head"], "weight_decay": cfg.weight_decay, "lr": cfg.lr * cfg.head_lr_mult},
+    ], lr=cfg.lr)
+
+
+def _head(model: nn.Module) -> nn.Module:
+    heads = [m for m in model.modules() if isinstance(m, nn.Sequential) and len(m) == 2
+             and isinstance(m[0], nn.Dropout) and isinstance(m[1], nn.Linear)]
+    return heads[-1]
+
+
+def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(model, loss_fn, optimizer, scheduler, loader, classes: CountClasses,
+                    cfg: TrainConfig, info: distributed.DistInfo, epoch: int,
+                    ema: AveragedModel | None = None) -> dict:
+    set_train_mode(getattr(model, "module", model))
+    device = info.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    total_loss = correct = seen = 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+               disable=not (cfg.progress and info.is_main))
+    for images, counts in bar:
+        images = images.to(device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = classes.to_class(counts).to(device)
+        with autocast:
+            logits = model(images)
+            loss = loss_fn(logits.float(), targets)
+        if not torch.isfinite(loss):
+            raise BinventoryError(f"loss became {loss.item()} at epoch {epoch + 1}: "
+                                  "lower --lr or raise --clip-grad")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(getattr(model, "module", model))
+        total_loss += loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    elapsed = time.perf_counter() - start
+    return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+            "images_per_s": seen * info.world_size / max(elapsed, 1e-9),
+            "lr": optimizer.param_groups[0]["lr"]}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, info: distributed.DistInfo,
+            channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and true counts of a whole (sharded) dataset, gathered on every rank."""
+    model.eval()
+    logits, counts = [], []
+    for images, c in loader:
+        images = images.to(info.device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits.append(model(images).float())
+        counts.append(c.to(info.device))
+    width = getattr(model, "binventory_spec", None)
+    out = torch.cat(logits) if logits else torch.zeros(0, width.num_classes if width else 1)
+    return (distributed.all_gather_cat(out, info).cpu(),
+            distributed.all_gather_cat(torch.cat(counts) if counts else torch.zeros(0), info).cpu())
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def _log_epoch(record: dict, output: Path, writer) -> None:
+    with open(output / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                writer.add_scalar(key, value, record["epoch"])
+
+
+def _tensorboard(output: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; JSONL metrics are always written
+        return None
+    return SummaryWriter(str(output / "tensorboard"))
+
+
+def train(cfg: TrainConfig, callbacks: list[EpochCallback] | None = None) -> dict:
+    """Train, keep the best and last checkpoints, calibrate, evaluate and write model.pt."""
+    info = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, info, callbacks or [])
+    finally:
+        distributed.cleanup()
+
+
+def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCallback]) -> dict:
+    output = Path(cfg.output)
+    if info.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:
+            (output / "metrics.jsonl").unlink(missing_ok=True)
+    seed_everything(cfg.seed)
+    classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
+    mean, std = normalization(cfg.backbone)
+    preprocess = Preprocess(cfg.image_size, cfg.resize, mean, std)
+    train_ds, val_ds, test_ds, train_loader, sampler, data_hash = load_data(cfg, info, preprocess)
+
+    model = create_model(cfg.backbone, classes.num_classes, cfg.weights, cfg.dropout)
+    if cfg.freeze:
+        freeze_stages(model, cfg.freeze)
+    model.to(info.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay > 0 else None)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    loss_fn = CountingLoss(cfg.loss, classes, cfg.label_smoothing, cfg.loss_weight).to(info.device)
+
+    start_epoch, best, history, stale = 0, None, [], 0
+    if cfg.resume and (output / "last.pt").is_file():
+        ckpt = load_checkpoint(output / "last.pt")
+        if ckpt["manifest_hash"] != data_hash:
+            raise BinventoryError("the manifest changed since the checkpoint was written: "
+                                  "resume needs the same data")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        start_epoch, best, history, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt["history"], ckpt["stale"]
+        set_rng_state(ckpt["rng"])
+        if info.is_main:
+            log.info("resumed from %s at epoch %d", output / "last.pt", start_epoch + 1)
+    if info.enabled:
+        model = DistributedDataParallel(model)
+    writer = _tensorboard(output) if info.is_main else None
+    val_loader = eval_loader(val_ds, cfg, info)
+    if info.is_main:
+        log.info("training %s on %d images (%d val) for %d epochs on %s x%d", cfg.backbone,
+                 len(train_ds), len(val_ds), cfg.epochs, info.device, info.world_size)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        # Everything random in an epoch follows from (seed, epoch): a resumed run repeats it.
+        seed_everything(cfg.seed * 1000 + epoch)
+        sampler.set_epoch(epoch)
+        record = {"epoch": epoch + 1}
+        record.update(train_one_epoch(model, loss_fn, optimizer, scheduler, train_loader, classes,
+                                      cfg, info, epoch, ema))
+        scored = ema.module if ema is not None else _unwrap(model)
+        logits, counts = predict(scored, val_loader, info, cfg.channels_last)
+        val = evaluate(logits, counts, classes)
+        record.update({f"val_{k}": val[k] for k in ("accuracy", "rmse", "mae", "within1", "nll")})
+        improved = best is None or (val["accuracy"], -val["rmse"]) > (best["val_accuracy"],
+                                                                       -best["val_rmse"])
+        stale = 0 if improved else stale + 1
+        if improved:
+            best = dict(record)
+        history.append(record)
+        if info.is_main:
+            state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(),
+                     "ema": ema.state_dict() if ema is not None else None,
+                     "epoch": epoch, "best": best, "history": history, "stale": stale,
+                     "rng": rng_state(), "config": cfg.to_dict(), "manifest_hash": data_hash,
+                     "spec": _unwrap(model).binventory_spec.to_dict()}
+            if improved:
+                save_checkpoint({**state, "scored": scored.state_dict()}, output / "best.pt")
+            save_checkpoint(state, output / "last.pt")
+            _log_epoch(record, output, writer)
+            log.info("epoch %d: loss %.3f, train acc %.3f, val acc %.3f, val rmse %.3f, %.1f img/s",
+                     epoch + 1, record["train_loss"], record["train_accuracy"],
+                     record["val_accuracy"], record["val_rmse"], record["images_per_s"])
+        for callback in callbacks:
+            callback(epoch, record)
+        if cfg.patience and stale >= cfg.patience:
+            if info.is_main:
+                log.info("early stop: no improvement for %d epochs", stale)
+            break
+    if writer is not None:
+        writer.close()
+    return finish(cfg, info, classes, preprocess, val_loader, test_ds, data_hash, history,
+                  weight_checksums(_unwrap(model), info))
+
+
+def weight_checksums(model: nn.Module, info: distributed.DistInfo) -> list[float]:
+    """Each rank's sum of its weights: DDP keeps replicas identical, and this shows it."""
+    with torch.no_grad():
+        total = sum(p.double().sum() for p in model.parameters()).reshape(1, 1).to(info.device)
+    return distributed.all_gather_cat(total, info).flatten().tolist()
+
+
+def finish(cfg, info, classes, preprocess, val_loader, test_ds, data_hash, history,
+           checksums) -> dict:
+    """Best weights -> temperature fitted on val -> test metrics per protocol -> model.pt."""
+    from binventory.data.split import PROTOCOLS
+
+    output = Path(cfg.output)
+    if info.enabled:
+        torch.distributed.barrier()  # rank 0 has written best.pt
+    best_ckpt = load_checkpoint(output / "best.pt")
+    model = create_model(cfg.backbone, classes.num_classes, "none", cfg.dropout).to(info.device)
+    scored = best_ckpt["scored"]
+    model.load_state_dict({k.removeprefix("module."): v for k, v in scored.items()
+                           if k != "n_averaged"})
+    logits, counts = predict(model, val_loader, info)
+    temperature = fit_temperature(logits, classes.to_class(counts))
+    metrics = {"val": evaluate(logits, counts, classes, temperature),
+               "temperature": temperature, "best_epoch": best_ckpt["best"]["epoch"],
+               "world_size": info.world_size, "rank_weight_checksums": checksums}
+    if test_ds is not None:
+        test_logits, test_counts = predict(model, eval_loader(test_ds, cfg, info), info)
+        metrics["test"] = {"all": evaluate(test_logits, test_counts, classes, temperature)}
+        for name in filter(None, cfg.eval_protocols.split(",")):
+            metrics["test"][name] = evaluate(test_logits, test_counts, classes, temperature,
+                                             PROTOCOLS[name])
+        if info.is_main:
+            np.savez_compressed(output / "test_predictions.npz", logits=test_logits.numpy(),
+                                counts=test_counts.numpy())
+    result = {"metrics": metrics, "output": str(output), "history": history}
+    if info.is_main:
+        save_artifact(output / "model.pt", model, classes=classes, preprocess=preprocess,
+                      temperature=temperature, metrics=metrics, train_config=cfg.to_dict(),
+                      manifest_hash=data_hash, version=f"{cfg.backbone}-{data_hash[:8]}")
+        (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        result["model"] = str(output / "model.pt")
+    return result
