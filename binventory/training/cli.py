@@ -42,6 +42,24 @@ def add_parsers(commands, formatter) -> None:
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.set_defaults(func=_evaluate)
 
+    p = commands.add_parser(
+        "tune", formatter_class=formatter, help="search hyperparameters with Optuna",
+        description="Search learning rate, weight decay, batch size, image size, label smoothing "
+                    "and frozen stages with Optuna (TPE sampler, median pruning on validation "
+                    "accuracy). The study is stored in STUDY_DIR/study.db: rerunning the same "
+                    "command resumes it. The best configuration is written to "
+                    "STUDY_DIR/best_config.json, ready for 'binventory train --config'.",
+        epilog="example:\n  binventory tune --manifest m.parquet --trials 20 --epochs 6")
+    tune = p.add_argument_group("search")
+    tune.add_argument("--trials", type=int, default=20, help="trials in the study (finished ones count)")
+    tune.add_argument("--study-dir", type=Path, default=Path("runs/tune"), help="study folder")
+    tune.add_argument("--image-sizes", default="128,160,224", help="image sizes to try")
+    tune.add_argument("--max-freeze", type=int, default=8, help="most backbone stages to freeze")
+    tune.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
+    p.add_argument("--config", type=Path, default=None, help="JSON base config")
+    add_config_arguments(p)
+    p.set_defaults(func=_tune)
+
 
 def apply_config_file(parser_args: argparse.Namespace, argv_flags: set[str]) -> TrainConfig:
     """Options given on the command line win over the file, the file over the defaults."""
@@ -77,11 +95,9 @@ def _given_flags(argv_tokens: list[str]) -> set[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import sys
-
     from binventory.training.train import train
 
-    cfg = sagemaker_defaults(apply_config_file(args, _given_flags(sys.argv[1:])))
+    cfg = sagemaker_defaults(apply_config_file(args, _given_flags(args.argv)))
     if not cfg.manifest:
         raise BinventoryError("--manifest is required (build one with 'binventory data index' "
                               "and 'binventory data split')")
@@ -113,4 +129,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"{name:10s} n={m['n']:5d}  accuracy {m['accuracy']:.1%}  RMSE {m['rmse']:.3f}  "
               f"MAE {m['mae']:.3f}  within-1 {m['within1']:.1%}  ECE {m['ece']:.3f}")
     print(f"report: {out}/metrics.json, confusion_*.png, reliability_*.png")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from binventory.training.tune import tune
+
+    base = apply_config_file(args, _given_flags(args.argv))
+    if not base.manifest:
+        raise BinventoryError("--manifest is required")
+    try:
+        sizes = [int(x) for x in args.image_sizes.split(",") if x]
+    except ValueError:
+        raise BinventoryError(f"--image-sizes wants numbers like 128,160,224, got {args.image_sizes!r}") from None
+    summary = tune(base, args.trials, args.study_dir, sizes, args.max_freeze, base.seed, args.timeout)
+    print(json.dumps(summary, indent=2))
     return 0
