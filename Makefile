@@ -29,6 +29,7 @@ demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh $(DATA)
 
 test: install
+	$(BIN)/ruff check binventory tests bench examples
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
