@@ -287,7 +287,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
             break
     if writer is not None:
         writer.close()
-    return finish(cfg, info, classes, preprocess, val_loader, test_ds, data_hash, history,
+    return finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
                   weight_checksums(_unwrap(model), info))
 
 
@@ -298,38 +298,40 @@ def weight_checksums(model: nn.Module, info: distributed.DistInfo) -> list[float
     return distributed.all_gather_cat(total, info).flatten().tolist()
 
 
-def finish(cfg, info, classes, preprocess, val_loader, test_ds, data_hash, history,
+def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
            checksums) -> dict:
     """Best weights -> temperature fitted on val -> test metrics per protocol -> model.pt."""
     from binventory.data.split import PROTOCOLS
 
     output = Path(cfg.output)
+    world_size = info.world_size
     if info.enabled:
-        torch.distributed.barrier()  # rank 0 has written best.pt
+        torch.distributed.barrier()
+        if not info.is_main:
+            return {"metrics": {}, "output": str(output), "history": history}
+        # Rank 0 finishes alone: on a multi-node job the other hosts may not see its best.pt.
+        info = distributed.DistInfo(device=info.device)
     best_ckpt = load_checkpoint(output / "best.pt")
     model = create_model(cfg.backbone, classes.num_classes, "none", cfg.dropout).to(info.device)
     scored = best_ckpt["scored"]
     model.load_state_dict({k.removeprefix("module."): v for k, v in scored.items()
                            if k != "n_averaged"})
-    logits, counts = predict(model, val_loader, info)
+    logits, counts = predict(model, eval_loader(val_ds, cfg, info), info)
     temperature = fit_temperature(logits, classes.to_class(counts))
     metrics = {"val": evaluate(logits, counts, classes, temperature),
                "temperature": temperature, "best_epoch": best_ckpt["best"]["epoch"],
-               "world_size": info.world_size, "rank_weight_checksums": checksums}
+               "world_size": world_size, "rank_weight_checksums": checksums}
     if test_ds is not None:
         test_logits, test_counts = predict(model, eval_loader(test_ds, cfg, info), info)
         metrics["test"] = {"all": evaluate(test_logits, test_counts, classes, temperature)}
         for name in filter(None, cfg.eval_protocols.split(",")):
             metrics["test"][name] = evaluate(test_logits, test_counts, classes, temperature,
                                              PROTOCOLS[name])
-        if info.is_main:
-            np.savez_compressed(output / "test_predictions.npz", logits=test_logits.numpy(),
-                                counts=test_counts.numpy())
-    result = {"metrics": metrics, "output": str(output), "history": history}
-    if info.is_main:
-        save_artifact(output / "model.pt", model, classes=classes, preprocess=preprocess,
-                      temperature=temperature, metrics=metrics, train_config=cfg.to_dict(),
-                      manifest_hash=data_hash, version=f"{cfg.backbone}-{data_hash[:8]}")
-        (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        result["model"] = str(output / "model.pt")
-    return result
+        np.savez_compressed(output / "test_predictions.npz", logits=test_logits.numpy(),
+                            counts=test_counts.numpy())
+    save_artifact(output / "model.pt", model, classes=classes, preprocess=preprocess,
+                  temperature=temperature, metrics=metrics, train_config=cfg.to_dict(),
+                  manifest_hash=data_hash, version=f"{cfg.backbone}-{data_hash[:8]}")
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return {"metrics": metrics, "output": str(output), "history": history,
+            "model": str(output / "model.pt")}
