@@ -14,6 +14,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def build_parser() -> argparse.ArgumentParser:
     from binventory.data import cli as data_cli
+    from binventory.serving import batch_cli, service_cli
     from binventory.training import cli as training_cli
 
     parser = argparse.ArgumentParser(
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.add_parser(commands, HelpFormatter)
     training_cli.add_parsers(commands, HelpFormatter)
+    batch_cli.add_parsers(commands, HelpFormatter)
+    service_cli.add_parsers(commands, HelpFormatter)
     return parser
 
 

@@ -1,0 +1,5 @@
+"""``binventory export`` and ``binventory predict``."""
+
+
+def add_parsers(commands, formatter) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""``binventory serve``."""
+
+
+def add_parsers(commands, formatter) -> None:
+    pass
