@@ -1,8 +1,6 @@
 """A PyTorch dataset over a manifest split, with an optional on-disk cache of resized images."""
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +13,12 @@ from tqdm import tqdm
 from binventory import BinventoryError
 from binventory.data.manifest import dataset_root, read_manifest
 from binventory.data.preprocess import Preprocess
+from binventory.files import atomic_write
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a name
+        np.save(f, array)
 
 
 class BinDataset(Dataset):
@@ -72,13 +76,9 @@ class BinDataset(Dataset):
         except (FileNotFoundError, ValueError, EOFError, OSError):
             pass  # missing or damaged entry: rebuild it
         array = self.preprocess.load(self.root / self.paths[index])
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Atomic: DataLoader workers may fill the same entry at once, and a kill must not
         # leave a half-written array behind.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: _save_npy(tmp, array))
         return array
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:

@@ -26,6 +26,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from tqdm import tqdm
 
 from binventory import BinventoryError
+from binventory.files import atomic_write_bytes
 from binventory.data.abid import (BUCKET, UDACITY_LIST_URL, check_image_id, image_key,
                                   metadata_key, subset_ids)
 
@@ -258,16 +259,10 @@ def _download(client, bucket: str, key: str, dest: Path) -> None:
         body.close()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = _part_path(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write_report(report: FetchReport, path: Path, **context) -> None:
     data = {**context, **asdict(report)}
     try:
-        _write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
+        atomic_write_bytes(path, (json.dumps(data, indent=1) + "\n").encode())
     except OSError as e:  # the downloads themselves are done; don't lose them over this
         log.warning("could not write %s: %s", path, e)
 
@@ -303,7 +298,7 @@ def load_subset(name: str, out: Path, subset_list: Path | None) -> dict[str, int
     ids = _parse_subset_list(data, url)  # check before caching: never cache an error page
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, data)
+        atomic_write_bytes(path, data)
     except OSError as e:
         raise BinventoryError(f"cannot cache the {name} file list at {path}: {e}") from None
     return ids

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import Pool
@@ -22,6 +21,7 @@ from binventory import BinventoryError, __version__
 from binventory.data.abid import (IMAGE_DIR, IMAGE_SUFFIX, METADATA_DIR, METADATA_SUFFIX,
                                   image_key, metadata_key, read_metadata)
 from binventory.data.validate import MAX_PIXELS, check_image_file
+from binventory.files import atomic_write
 
 COLUMNS = ["image_id", "image_path", "metadata_path", "label", "sku_quantity_sum", "num_skus",
            "width", "height", "bytes", "sha256", "status", "reason"]
@@ -135,23 +135,11 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_parquet(df: pd.DataFrame, path: Path, meta: dict[str, str]) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
     merged = dict(table.schema.metadata or {})
     merged.update({f"binventory.{k}".encode(): str(v).encode() for k, v in meta.items()})
-    _atomic_write(path, lambda tmp: pq.write_table(table.replace_schema_metadata(merged), tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table.replace_schema_metadata(merged), tmp))
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path, root: str | Path) -> ManifestPaths:
@@ -162,7 +150,7 @@ def write_manifest(df: pd.DataFrame, path: str | Path, root: str | Path) -> Mani
     _write_parquet(df, path, {"root": root.resolve(), "version": __version__})
     quarantine = quarantine_path(path)
     bad = df.loc[df.status != "ok", ["image_id", "status", "reason", "image_path", "metadata_path"]]
-    _atomic_write(quarantine, lambda tmp: bad.to_csv(tmp, index=False))
+    atomic_write(quarantine, lambda tmp: bad.to_csv(tmp, index=False))
     return ManifestPaths(path, quarantine)
 
 

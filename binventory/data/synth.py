@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from binventory import BinventoryError
+from binventory.files import atomic_write_bytes
 from binventory.data.abid import (BinRecord, check_image_id, image_key, metadata_key,
                                   record_to_json)
 from binventory.data.synth_products import colour, make_skus, shade, sku_record
@@ -78,17 +79,10 @@ def _write_one(job) -> str:
     image, record = render_bin(rng, drawn if count is None else count, image_id)
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=int(rng.integers(75, 91)))
-    _atomic_write(Path(out) / image_key(image_id), buf.getvalue())
-    _atomic_write(Path(out) / metadata_key(image_id),
+    atomic_write_bytes(Path(out) / image_key(image_id), buf.getvalue())
+    atomic_write_bytes(Path(out) / metadata_key(image_id),
                   json.dumps(record_to_json(record), indent=2).encode())
     return image_id
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # Readers, and reruns after an interruption, never see half a file under the final name.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def render_bin(rng: np.random.Generator, count: int,

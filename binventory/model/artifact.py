@@ -5,8 +5,6 @@ It loads for inference with no training code and no training config.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 from torch import nn
 
 from binventory import BinventoryError, __version__
+from binventory.files import atomic_write
 from binventory.data.preprocess import Preprocess
 from binventory.model.classes import CountClasses
 from binventory.model.factory import ModelSpec, create_model
@@ -58,17 +57,7 @@ def save_artifact(path: str | Path, model: nn.Module, *, classes: CountClasses,
         "train_config": train_config or {}, "manifest_hash": manifest_hash,
         "version": version or Path(path).stem,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> CountingModel:
