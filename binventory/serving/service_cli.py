@@ -1,5 +1,82 @@
-"""``binventory serve``."""
+"""``binventory serve``: the HTTP counting service under uvicorn."""
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from binventory import BinventoryError
+
+# A supervisor that stops the service should wait this long at most for open requests.
+GRACEFUL_SHUTDOWN_S = 30
 
 
 def add_parsers(commands, formatter) -> None:
-    pass
+    p = commands.add_parser(
+        "serve", formatter_class=formatter,
+        help="run the HTTP counting service",
+        description="Serve POST /v1/count (a JPEG/PNG body, or JSON {\"uri\": \"s3://bucket/key\"}) "
+                    "with micro-batching: concurrent requests share one model call of up to "
+                    "--max-batch images, waiting at most --max-wait-ms for company. Also serves "
+                    "/healthz, /readyz (after a warm-up inference), /metrics (Prometheus) and "
+                    "/docs (OpenAPI). SIGTERM or Ctrl-C stops accepting, finishes open requests "
+                    "and queued batches, then exits.",
+        epilog="examples:\n"
+               "  binventory serve --model runs/best/model.pt\n"
+               "  binventory serve --model model.pt --backend onnx --host 0.0.0.0 --port 8080\n"
+               "  curl -s --data-binary @bin.jpg -H 'Content-Type: image/jpeg' "
+               "http://127.0.0.1:8000/v1/count")
+    p.add_argument("--model", type=Path, required=True, help="model artifact (model.pt)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="inference engine; onnx reads model.onnx beside the artifact "
+                        "(written by 'binventory export')")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0 exposes the service to the network)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--max-batch", type=int, default=16, help="most images per model call")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long the first queued image waits for others to join its batch")
+    p.add_argument("--max-body-mb", type=float, default=10.0,
+                   help="largest accepted upload or S3 object, in MiB (larger: 413)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for inference (unset: the engine decides, usually one per core)")
+    p.add_argument("--s3-endpoint-url", default=None,
+                   help="S3-compatible endpoint for s3:// URIs (unset: AWS S3)")
+    p.add_argument("--no-uri", action="store_true",
+                   help="refuse JSON {\"uri\": ...} requests: count uploaded images only")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise BinventoryError(f"--port must be 0..65535, got {args.port}")
+    if args.threads is not None and args.threads < 1:
+        raise BinventoryError("--threads must be at least 1")
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_body_mb <= 0:
+        raise BinventoryError("need --max-batch >= 1, --max-wait-ms >= 0 and --max-body-mb > 0")
+
+    import uvicorn
+
+    from binventory.serving.predictor import Predictor
+    from binventory.serving.service import Settings, create_app
+
+    settings = Settings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                        s3_endpoint_url=args.s3_endpoint_url,
+                        allowed_uri_schemes=() if args.no_uri else ("s3",))
+    # Load before binding the port: a wrong path or a broken artifact is a plain error, exit 2.
+    predictor = Predictor.load(args.model, backend=args.backend, threads=args.threads)
+    app = create_app(predictor, settings)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn re-raises the SIGTERM it handled once it has shut down, which would kill the
+        # process with the signal's status. A requested stop that went cleanly is a success.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server.run()
+    # startup failed (port in use, warm-up error): uvicorn has logged why
+    return 0 if server.started else 1

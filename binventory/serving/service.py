@@ -1,0 +1,361 @@
+"""The HTTP counting service: ``POST /v1/count`` plus health, readiness and Prometheus metrics.
+
+``create_app`` builds a FastAPI app around a loaded Predictor. The counting routes live in an
+APIRouter so other APIs (the inventory) can share the app; the service itself keeps no state
+beyond the model, the micro-batcher and its metrics (no database).
+
+Bad input is always the client's problem, never a 500: every way an upload or a referenced
+object can be wrong maps to a 4xx (or 502 when S3 itself fails) with
+``{"detail": "...", "status": "<code>"}``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from binventory import BinventoryError
+from binventory.data.validate import MAX_PIXELS
+from binventory.serving.batching import BatcherStopped, MicroBatcher
+from binventory.serving.predictor import ImageError, Predictor
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("image/jpeg", "image/png")
+SUPPORTED_URI_SCHEMES = ("s3",)  # file:// would expose the server's disk; http(s) is not needed yet
+
+
+@dataclass
+class Settings:
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    max_body_bytes: int = 10 * 1024 * 1024   # also the limit for an image fetched from S3
+    s3_endpoint_url: str | None = None       # None: AWS S3 (the ABID bucket); else MinIO, moto...
+    allowed_uri_schemes: tuple[str, ...] = ("s3",)  # () turns off counting by URI
+
+    def __post_init__(self):
+        if self.max_batch < 1 or self.max_wait_ms < 0 or self.max_body_bytes < 1:
+            raise BinventoryError("need max_batch >= 1, max_wait_ms >= 0 and max_body_bytes >= 1")
+        unknown = set(self.allowed_uri_schemes) - set(SUPPORTED_URI_SCHEMES)
+        if unknown:
+            raise BinventoryError(f"unsupported URI schemes {sorted(unknown)}; "
+                                  f"supported: {SUPPORTED_URI_SCHEMES}")
+
+
+class ApiError(Exception):
+    """A client-visible failure: HTTP status, machine-readable code and a human message."""
+
+    def __init__(self, http_status: int, status: str, detail: str):
+        super().__init__(detail)
+        self.http_status, self.status, self.detail = http_status, status, detail
+
+
+class CountResponse(BaseModel):
+    count: int
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    model_version: str
+    latency_ms: float
+
+
+class UriRequest(BaseModel):
+    uri: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    status: str
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_COUNT_BODY = {"requestBody": {"required": True, "content": {
+    "image/jpeg": _BINARY, "image/png": _BINARY,
+    "application/json": {"schema": UriRequest.model_json_schema(),
+                         "example": {"uri": "s3://aft-vbi-pds/bin-images/00523.jpg"}}}}}
+_ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in (
+    (403, "the S3 object is not publicly readable"), (404, "the S3 object does not exist"), (413, "body or S3 object over the size limit"),
+    (415, "not a JPEG or PNG (content type or bytes)"),
+    (422, "corrupt image (truncated, undecodable, decompression bomb, empty) or bad JSON/URI"),
+    (502, "S3 unreachable or failing"), (503, "model not ready (starting or stopping)"))}
+
+
+class Metrics:
+    """Prometheus metrics in a registry of the app's own (several apps can live in one process)."""
+
+    def __init__(self, max_batch: int):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("binventory_http_requests", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("binventory_http_request_seconds", "HTTP request latency", ["route"],
+                                 buckets=(.001, .0025, .005, .01, .02, .03, .05, .075, .1, .25, .5, 1,
+                                          2.5, 5, 10), registry=r)
+        self.errors = Counter("binventory_errors", "Failed requests by error status code", ["status"],
+                              registry=r)
+        sizes = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b < max_batch} | {max_batch})
+        self.batch_size = Histogram("binventory_batch_size", "Images per model call", buckets=sizes,
+                                    registry=r)
+        self.batch_seconds = Histogram("binventory_batch_seconds", "Model time per batch", registry=r)
+        self.queue = Gauge("binventory_queue_depth", "Images waiting for the model", registry=r)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+
+    def render(self, queued: int) -> tuple[bytes, str]:
+        self.queue.set(queued)
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request (pure ASGI: request bodies stream through untouched)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500  # 500 unless a response starts
+
+        async def send_and_watch(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            # The route's template, not the raw path: unknown paths must not grow the label set.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+class CountingService:
+    """The model behind the routes: decoding, batching, S3 fetching and readiness."""
+
+    def __init__(self, predictor: Predictor, settings: Settings, metrics: Metrics):
+        self.predictor, self.settings, self.metrics = predictor, settings, metrics
+        self.batcher = MicroBatcher(predictor.predict_arrays, settings.max_batch, settings.max_wait_ms,
+                                    on_batch=metrics.observe_batch)
+        self.ready = False
+        self._s3 = None
+        self._s3_lock = threading.Lock()
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        # The first inference allocates and tunes kernels; pay for it before taking traffic.
+        size = self.predictor.preprocess.image_size
+        await self.batcher.submit(np.zeros((size, size, 3), np.uint8))
+        self.ready = True
+        log.info("model %s ready (%s backend)", self.predictor.version, self.predictor.backend)
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.batcher.stop()  # finishes queued batches first
+
+    async def count(self, data: bytes) -> dict:
+        image = await run_in_threadpool(self._decode, data)
+        row = await self.batcher.submit(image)
+        return self.predictor.to_predictions(row[None])[0].to_dict()
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        # validate.py guards JPEGs against decompression bombs; a PNG's IHDR gives its size just
+        # as cheaply, before Pillow allocates width x height pixels.
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+            width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+            if width * height > MAX_PIXELS:
+                raise ImageError("decompression_bomb", f"{width}x{height} pixels exceeds the limit "
+                                                       f"of {MAX_PIXELS:,}")
+        try:
+            return self.predictor.decode(data)
+        except ImageError:
+            raise
+        except Exception as e:  # whatever the decoder trips over, it is the bytes' fault
+            raise ImageError("undecodable", f"cannot decode: {type(e).__name__}: {e}") from None
+
+    def fetch(self, uri: str) -> bytes:
+        """An image's bytes from an ``s3://bucket/key`` URI (runs in a worker thread)."""
+        from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+        bucket, key = _parse_uri(uri, self.settings.allowed_uri_schemes)
+        limit = self.settings.max_body_bytes
+        try:
+            obj = self._s3_client().get_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            http = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "NoSuchBucket", "NotFound", "404") or http == 404:
+                raise ApiError(404, "not_found", f"{uri} does not exist") from None
+            if code in ("AccessDenied", "403") or http == 403:
+                raise ApiError(403, "forbidden", f"{uri} is not publicly readable") from None
+            if http == 400:  # e.g. KeyTooLongError: the URI is wrong, not S3
+                raise ApiError(422, "bad_uri", f"S3 refused {uri!r}: {code}") from None
+            raise ApiError(502, "s3_error", f"S3 failed on {uri}: {code or http}") from None
+        except ParamValidationError as e:
+            raise ApiError(422, "bad_uri", f"invalid S3 location {uri!r}: {e}") from None
+        except BotoCoreError as e:
+            raise ApiError(502, "s3_unreachable", f"cannot reach S3 for {uri}: {e}") from None
+        body = obj["Body"]
+        try:
+            data = body.read(limit + 1)  # one byte over tells "too large" without reading it all
+        except (BotoCoreError, OSError) as e:
+            raise ApiError(502, "s3_unreachable", f"reading {uri} failed: {e}") from None
+        finally:
+            body.close()
+        if len(data) > limit:
+            raise ApiError(413, "too_large", f"{uri} is over the limit of {limit:,} bytes")
+        return data
+
+    def _s3_client(self):
+        with self._s3_lock:  # created on first use: most deployments never count by URI
+            if self._s3 is None:
+                from binventory.data.fetch import make_client
+                # Few retries: a client is waiting, and an outage should turn into a 502 quickly.
+                self._s3 = make_client(self.settings.s3_endpoint_url, workers=32, retries=2)
+            return self._s3
+
+
+def _parse_uri(uri: str, allowed: tuple[str, ...]) -> tuple[str, str]:
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in allowed:
+        raise ApiError(422, "bad_uri", f"uri must be one of {[s + '://' for s in allowed]}, "
+                                       f"got {uri[:200]!r}")
+    # Not urlsplit: S3 keys may legitimately contain '?' and '#'.
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key:
+        raise ApiError(422, "bad_uri", f"uri must look like s3://bucket/key, got {uri[:200]!r}")
+    if len(key.encode("utf-8", "surrogatepass")) > 1024:  # S3's own limit on key length
+        raise ApiError(422, "bad_uri", f"S3 keys are at most 1024 bytes, got {len(key.encode()):,}")
+    return bucket, key
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"body of {int(declared):,} bytes is over the limit "
+                                         f"of {limit:,}")
+    # The header may be absent (chunked) or lie, so count what actually arrives too.
+    chunks, total = [], 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(413, "too_large", f"body is over the limit of {limit:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away mid-upload") from None
+    return b"".join(chunks)
+
+
+def _uri_from_json(body: bytes) -> str:
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        raise ApiError(422, "bad_json", f"body is not valid JSON: {str(e)[:200]}") from None
+    uri = payload.get("uri") if isinstance(payload, dict) else None
+    if not isinstance(uri, str):
+        raise ApiError(422, "bad_json", 'JSON body must be an object like {"uri": "s3://bucket/key"}')
+    return uri
+
+
+def counting_router(service: CountingService) -> APIRouter:
+    router = APIRouter(tags=["counting"])
+
+    @router.post("/v1/count", response_model=CountResponse, openapi_extra=_COUNT_BODY,
+                 responses=_ERRORS, summary="Count the items in one bin photo")
+    async def count(request: Request):
+        """Send the image itself (``image/jpeg`` or ``image/png``) or JSON ``{"uri": "s3://..."}``."""
+        started = time.perf_counter()
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in IMAGE_TYPES and media_type != "application/json":
+            raise ApiError(415, "unsupported_media_type",
+                           f"Content-Type must be image/jpeg, image/png or application/json, "
+                           f"got {media_type or 'none'!r}")
+        body = await read_body(request, service.settings.max_body_bytes)
+        if media_type == "application/json":
+            body = await run_in_threadpool(service.fetch, _uri_from_json(body))
+        try:
+            prediction = await service.count(body)
+        except ImageError as e:
+            code = 415 if e.status == "not_jpeg" else 422
+            raise ApiError(code, e.status, f"not a usable JPEG or PNG image: {e.reason}") from None
+        except BatcherStopped as e:
+            raise ApiError(503, "not_ready", str(e)) from None
+        return {**prediction, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    return router
+
+
+def create_app(predictor: Predictor, settings: Settings | None = None) -> FastAPI:
+    """A FastAPI app counting with ``predictor``; the micro-batcher runs during its lifespan."""
+    settings = settings or Settings()
+    metrics = Metrics(settings.max_batch)
+    service = CountingService(predictor, settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        try:
+            yield
+        finally:
+            # uvicorn gets here after it stopped accepting and open requests finished.
+            await service.stop()
+
+    app = FastAPI(title="binventory", summary="Count items in warehouse bin photos",
+                  version=predictor.version or "unversioned", lifespan=lifespan)
+    app.state.counting = service  # for tests and for APIs mounted later
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(counting_router(service))
+
+    @app.get("/healthz", tags=["ops"], summary="The process is alive")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="The model is loaded and warmed up")
+    async def readyz():
+        if not service.ready:
+            return JSONResponse({"detail": "model not ready", "status": "not_ready"}, 503)
+        return {"status": "ready", "model_version": predictor.version, "backend": predictor.backend}
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def prometheus():
+        body, content_type = metrics.render(service.batcher.queued())
+        return PlainTextResponse(body, media_type=content_type)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError):
+        metrics.errors.labels(e.status).inc()
+        return JSONResponse({"detail": e.detail, "status": e.status}, e.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        status = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        return JSONResponse({"detail": str(e.detail), "status": status}, e.status_code,
+                            headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, e: Exception):
+        metrics.errors.labels("internal_error").inc()
+        return JSONResponse({"detail": "internal error", "status": "internal_error"}, 500)
+
+    return app
+
+

@@ -1,0 +1,408 @@
+"""The HTTP counting service: answers, every error code, micro-batching, ops routes, a real server."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import httpx
+import numpy as np
+import pytest
+import torch
+from moto.server import ThreadedMotoServer
+from PIL import Image
+
+from binventory.cli import main
+from binventory.data.preprocess import Preprocess
+from binventory.model.artifact import save_artifact
+from binventory.model.classes import CountClasses
+from binventory.model.factory import create_model
+from binventory.serving.batching import BatcherStopped, MicroBatcher
+from binventory.serving.predictor import Predictor
+from binventory.serving.service import Settings, create_app
+from tests.conftest import bomb_jpeg, jpeg_bytes
+
+with warnings.catch_warnings():  # starlette asks for httpx2; the project tests with httpx
+    warnings.filterwarnings("ignore", message=".*httpx2")
+    from fastapi.testclient import TestClient
+
+REPO = Path(__file__).resolve().parents[2]
+BODY_LIMIT = 64 * 1024
+BUCKET = "bins"
+
+
+def image_bytes(seed: int, fmt: str = "JPEG") -> bytes:
+    """A small photo-like image whose colour depends on the seed (so counts differ by image)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.integers(0, 256, 3) + rng.normal(0, 40, (30, 40, 3)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", 7, weights="none")
+    preprocess = Preprocess(image_size=32)
+    # Freshly initialized batch norm squashes the differences between images to ~1e-9, so every
+    # image would get the same probabilities and a mixed-up batch could not be noticed.
+    # Statistics from one pass over photo-like images keep the outputs image-dependent.
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.reset_running_stats()
+                bn.momentum = None
+        model.train()
+        model(torch.stack([preprocess(image_bytes(1000 + i)) for i in range(32)]))
+        model.eval()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_artifact(path, model, classes=CountClasses(0, 5, True), preprocess=preprocess,
+                  temperature=1.3, version="test-v1")
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(model_path) -> Predictor:
+    return Predictor.load(model_path)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    access_log = logging.getLogger("werkzeug")
+    level = access_log.level
+    access_log.setLevel(logging.WARNING)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    s3 = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket=BUCKET)
+    for key, data in {"bin-images/00001.jpg": image_bytes(1), "big.jpg": b"\xff" * (BODY_LIMIT + 1),
+                      "notes.txt": b"not an image"}.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=data, ACL="public-read")  # read anonymously
+    yield endpoint
+    server.stop()
+    access_log.setLevel(level)
+
+
+def no_server_errors(client: TestClient) -> None:
+    metrics = client.get("/metrics").text
+    assert 'status="500"' not in metrics and 'status="internal_error"' not in metrics
+
+
+@pytest.fixture(scope="module")
+def client(predictor, s3_endpoint):
+    app = create_app(predictor, Settings(max_body_bytes=BODY_LIMIT, s3_endpoint_url=s3_endpoint))
+    with TestClient(app) as c:
+        yield c
+        no_server_errors(c)
+
+
+def post_image(client, data: bytes, content_type="image/jpeg"):
+    return client.post("/v1/count", content=data, headers={"Content-Type": content_type})
+
+
+def expected(predictor: Predictor, data: bytes) -> dict:
+    return predictor.predict([data])[0].to_dict()
+
+
+def assert_same(answer: dict, want: dict) -> None:
+    assert answer["count"] == want["count"] and answer["label"] == want["label"]
+    assert answer["model_version"] == want["model_version"] == "test-v1"
+    assert answer["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+    assert answer["confidence"] == pytest.approx(want["confidence"], abs=1e-5)
+    assert sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+
+
+@pytest.mark.parametrize("fmt, content_type", [("JPEG", "image/jpeg"), ("PNG", "image/png")])
+def test_counts_an_uploaded_image(client, predictor, fmt, content_type):
+    data = image_bytes(7, fmt)
+    r = post_image(client, data, content_type + "; charset=binary")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_same(body, expected(predictor, data))
+    assert set(body["probabilities"]) == {"0", "1", "2", "3", "4", "5", "6+"}
+    assert body["latency_ms"] > 0
+
+
+def chunks(total: int, size: int = 8192):
+    for start in range(0, total, size):
+        yield b"\xff" * min(size, total - start)
+
+
+def test_oversized_bodies_get_413(client):
+    r = post_image(client, b"\xff" * (BODY_LIMIT + 1))  # declared by Content-Length
+    assert r.status_code == 413 and r.json()["status"] == "too_large"
+    r = client.post("/v1/count", content=chunks(4 * BODY_LIMIT),  # chunked: no Content-Length
+                    headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 413 and r.json()["status"] == "too_large"
+    assert "content-length" not in r.request.headers
+
+
+def test_a_lying_content_length_cannot_exhaust_memory(predictor):
+    """Raw ASGI: the header says 10 bytes, the client sends 100 MB; reading stops at the limit."""
+    app = create_app(predictor, Settings(max_body_bytes=BODY_LIMIT))
+    chunk, sent, replies = b"\xff" * 65536, [], []
+
+    async def receive():
+        sent.append(1)
+        return {"type": "http.request", "body": chunk, "more_body": len(sent) < 1600}
+
+    async def send(message):
+        replies.append(message)
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                       "method": "POST", "scheme": "http", "path": "/v1/count", "raw_path": b"/v1/count",
+                       "query_string": b"", "root_path": "", "server": ("127.0.0.1", 8000),
+                       "client": ("127.0.0.1", 5000),
+                       "headers": [(b"content-type", b"image/jpeg"), (b"content-length", b"10")]},
+                      receive, send)
+
+    asyncio.run(run())
+    assert replies[0]["status"] == 413
+    assert json.loads(replies[1]["body"])["status"] == "too_large"
+    assert len(sent) <= BODY_LIMIT // len(chunk) + 2
+
+
+@pytest.mark.parametrize("data, content_type, status", [
+    (b"just some text", "text/plain", "unsupported_media_type"),
+    (jpeg_bytes(), "application/octet-stream", "unsupported_media_type"),
+    (jpeg_bytes(), "", "unsupported_media_type"),
+    (b"GIF89a" + bytes(200), "image/jpeg", "not_jpeg"),
+    (b"<html>hello</html>", "image/png", "not_jpeg"),
+])
+def test_non_images_get_415(client, data, content_type, status):
+    r = post_image(client, data, content_type)
+    assert r.status_code == 415, r.text
+    assert r.json()["status"] == status and r.json()["detail"]
+
+
+def png_bomb() -> bytes:
+    """A real PNG header claiming 30000 x 30000 pixels."""
+    data = bytearray(image_bytes(3, "PNG"))
+    data[16:24] = (30000).to_bytes(4, "big") + (30000).to_bytes(4, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("data, content_type, status", [
+    (jpeg_bytes((64, 48), seed=9)[:600], "image/jpeg", "truncated"),
+    (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, "image/jpeg", "undecodable"),
+    (bomb_jpeg(), "image/jpeg", "decompression_bomb"),
+    (png_bomb(), "image/png", "decompression_bomb"),
+    (image_bytes(4, "PNG")[:60], "image/png", "undecodable"),
+    (b"", "image/jpeg", "empty_file"),
+])
+def test_corrupt_images_get_422(client, data, content_type, status):
+    r = post_image(client, data, content_type)
+    assert r.status_code == 422, r.text
+    assert r.json()["status"] == status
+
+
+@pytest.mark.parametrize("body, status", [
+    ("{not json", "bad_json"),
+    ("[" * 50_000, "bad_json"),  # RecursionError in the parser
+    (b"\xff\xfe{}", "bad_json"),
+    ('["s3://bins/x.jpg"]', "bad_json"),
+    ('{"url": "s3://bins/x.jpg"}', "bad_json"),
+    ('{"uri": 5}', "bad_json"),
+    ('{"uri": "file:///etc/passwd"}', "bad_uri"),
+    ('{"uri": "/etc/passwd"}', "bad_uri"),
+    ('{"uri": "http://127.0.0.1/x.jpg"}', "bad_uri"),
+    ('{"uri": "s3://bins"}', "bad_uri"),
+    ('{"uri": "s3://no spaces allowed/x.jpg"}', "bad_uri"),
+    ('{"uri": "s3://bins/' + "k" * 2000 + '"}', "bad_uri"),
+])
+def test_bad_json_and_uris_get_422(client, body, status):
+    r = client.post("/v1/count", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["status"] == status
+
+
+def test_counts_an_s3_object(client, predictor):
+    r = client.post("/v1/count", json={"uri": f"s3://{BUCKET}/bin-images/00001.jpg"})
+    assert r.status_code == 200, r.text
+    assert_same(r.json(), expected(predictor, image_bytes(1)))
+
+
+@pytest.mark.parametrize("uri, code, status", [
+    (f"s3://{BUCKET}/bin-images/99999.jpg", 404, "not_found"),
+    ("s3://no-such-bucket/bin-images/00001.jpg", 404, "not_found"),
+    (f"s3://{BUCKET}/big.jpg", 413, "too_large"),
+    (f"s3://{BUCKET}/notes.txt", 415, "not_jpeg"),
+])
+def test_s3_errors(client, uri, code, status):
+    r = client.post("/v1/count", json={"uri": uri})
+    assert r.status_code == code, r.text
+    assert r.json()["status"] == status
+
+
+def test_unreachable_s3_gets_502(predictor):
+    app = create_app(predictor, Settings(s3_endpoint_url="http://127.0.0.1:1"))
+    with TestClient(app) as c:
+        r = c.post("/v1/count", json={"uri": f"s3://{BUCKET}/bin-images/00001.jpg"})
+        assert r.status_code == 502, r.text
+        assert r.json()["status"] == "s3_unreachable"
+        no_server_errors(c)
+
+
+def test_uris_can_be_turned_off(predictor):
+    with TestClient(create_app(predictor, Settings(allowed_uri_schemes=()))) as c:
+        r = c.post("/v1/count", json={"uri": f"s3://{BUCKET}/bin-images/00001.jpg"})
+        assert r.status_code == 422 and r.json()["status"] == "bad_uri"
+
+
+def batch_sizes(metrics_text: str) -> tuple[float, float]:
+    """(batches of size 1, all batches) from the batch size histogram."""
+    lines = dict(line.rsplit(" ", 1) for line in metrics_text.splitlines() if line and line[0] != "#")
+    return float(lines['binventory_batch_size_bucket{le="1.0"}']), float(lines["binventory_batch_size_count"])
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_rows(predictor):
+    images = [image_bytes(100 + i, "PNG" if i % 3 == 0 else "JPEG") for i in range(12)]
+    want = [expected(predictor, data) for data in images]
+    assert len({w["label"] for w in want}) > 1  # a mix-up of rows would show
+    app = create_app(predictor, Settings(max_batch=8, max_wait_ms=150))
+    with TestClient(app) as c:
+        with ThreadPoolExecutor(len(images)) as pool:
+            replies = list(pool.map(
+                lambda d: post_image(c, d, "image/png" if d.startswith(b"\x89PNG") else "image/jpeg"),
+                images))
+        for r, w in zip(replies, want):
+            assert r.status_code == 200, r.text
+            assert_same(r.json(), w)
+        stats = app.state.counting.batcher.stats
+        assert stats.max_size > 1 and stats.max_size <= 8
+        assert stats.images == len(images) + 1  # + the warm-up image
+        singles, batches = batch_sizes(c.get("/metrics").text)
+        assert batches == stats.batches and singles < batches
+        no_server_errors(c)
+
+
+def test_ops_routes(predictor, client):
+    app = create_app(predictor)
+    cold = TestClient(app)  # no lifespan: the model was never warmed up
+    assert cold.get("/healthz").status_code == 200
+    r = cold.get("/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "not_ready"
+
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["model_version"] == "test-v1"
+    post_image(client, image_bytes(5))
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    for name in ("binventory_http_requests_total", "binventory_http_request_seconds_bucket",
+                 "binventory_batch_size_bucket", "binventory_batch_seconds_count",
+                 "binventory_errors_total", "binventory_queue_depth"):
+        assert name in r.text
+    assert 'route="/v1/count",status="200"' in r.text
+    r = client.get("/no/such/route")
+    assert r.status_code == 404 and r.json()["status"] == "not_found"
+    assert client.get("/v1/count").status_code == 405
+
+    spec = client.get("/openapi.json").json()["paths"]["/v1/count"]["post"]
+    assert set(spec["requestBody"]["content"]) == {"image/jpeg", "image/png", "application/json"}
+    assert {"413", "415", "422", "404", "502"} <= set(spec["responses"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_batcher_drains_its_queue_on_stop_and_survives_failures():
+    def run_batch(x):
+        if (x < 0).any():
+            raise ValueError("boom")
+        return x * 2
+
+    async def scenario():
+        batcher = MicroBatcher(run_batch, max_batch=4, max_wait_ms=1000)
+        await batcher.start()
+        waiting = [asyncio.ensure_future(batcher.submit(np.array([i]))) for i in range(6)]
+        await asyncio.sleep(0.05)
+        await batcher.stop()  # long before max_wait_ms: queued work still gets done
+        assert [w.result()[0] for w in waiting] == [0, 2, 4, 6, 8, 10]
+        assert sorted(batcher.stats.sizes.elements()) == [2, 4]
+        with pytest.raises(BatcherStopped):
+            await batcher.submit(np.array([1]))
+
+        batcher = MicroBatcher(run_batch, max_batch=2, max_wait_ms=0)
+        await batcher.start()
+        with pytest.raises(ValueError, match="boom"):
+            await batcher.submit(np.array([-1]))
+        assert (await batcher.submit(np.array([3])))[0] == 6
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_serve_reports_a_missing_model(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "nope.pt")]) == 2
+    assert "model file not found" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_serves_and_stops_cleanly_on_sigterm(model_path, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    log_path = tmp_path / "server.log"  # a file, not a pipe nobody reads that could fill up
+    log_file = log_path.open("wb")
+    # A long batching wait keeps a request queued while SIGTERM arrives: it must still be answered.
+    proc = subprocess.Popen([sys.executable, "-m", "binventory", "serve", "--model", str(model_path),
+                             "--port", str(port), "--max-wait-ms", "1500", "--threads", "1",
+                             "--max-body-mb", "0.0625"],
+                            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready within 60 s"
+            time.sleep(0.2)
+        data = image_bytes(11)
+        headers = {"Content-Type": "image/jpeg"}
+        r = httpx.post(f"{url}/v1/count", content=data, headers=headers, timeout=10)
+        assert r.status_code == 200 and r.json()["model_version"] == "test-v1"
+        # Through real uvicorn: a chunked upload over the 64 KiB limit is cut off with a 413.
+        r = httpx.post(f"{url}/v1/count", content=chunks(1 << 20), headers=headers, timeout=10)
+        assert r.status_code == 413 and "content-length" not in r.request.headers
+
+        late = {}
+        sender = threading.Thread(target=lambda: late.update(
+            r=httpx.post(f"{url}/v1/count", content=data, headers=headers, timeout=20)))
+        sender.start()
+        time.sleep(0.5)  # the request is now waiting in the batcher
+        proc.send_signal(signal.SIGTERM)
+        sender.join(30)
+        assert late["r"].status_code == 200, late["r"].text
+        assert proc.wait(timeout=30) == 0
+        log = log_path.read_text()
+        assert "Shutting down" in log and "Traceback" not in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log_file.close()
