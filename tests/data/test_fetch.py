@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -11,15 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.response import StreamingBody
-from moto.server import ThreadedMotoServer
 
 from binventory import BinventoryError
 from binventory.cli import main
 from binventory.data import fetch as fetch_mod
 from binventory.data.fetch import REPORT_NAME, fetch, load_subset
+from tests.s3 import fill_public_bucket, moto_server
 from tests.conftest import jpeg_bytes, metadata_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,36 +31,8 @@ N_BIG = 60
 
 @pytest.fixture(scope="module")
 def endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    access_log = logging.getLogger("werkzeug")  # one line per request drowns failure output
-    level = access_log.level
-    access_log.setLevel(logging.WARNING)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    access_log.setLevel(level)
-
-
-def _admin(endpoint):
-    # Only the test's setup signs requests (moto wants some credentials); fetch itself is unsigned.
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
-def _fill(endpoint, bucket, objects: dict[str, bytes]) -> None:
-    s3 = _admin(endpoint)
-    s3.create_bucket(Bucket=bucket)
-    # Public like aft-vbi-pds: anyone may read and list (so a missing key is a 404, not a 403).
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-         "Resource": f"arn:aws:s3:::{bucket}/*"},
-        {"Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{bucket}"}]}))
-    for key, data in objects.items():
-        # The ACL too: moto checks anonymous HEADs against "s3:HeadObject", not s3:GetObject.
-        s3.put_object(Bucket=bucket, Key=key, Body=data, ACL="public-read")
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +45,8 @@ def small(endpoint) -> dict[str, bytes]:
     objects["bin-images/corrupt.jpg"] = jpeg_bytes((32, 24), seed=9)[:150]  # truncated JPEG
     objects["metadata/corrupt.json"] = json.dumps(metadata_json(2)).encode()
     objects["bin-images/nometa.jpg"] = jpeg_bytes((32, 24), seed=10)
-    _fill(endpoint, SMALL, objects)
-    _fill(endpoint, SMALL + "-mirror", {f"abid/v1/{k}": v for k, v in objects.items()})
+    fill_public_bucket(endpoint, SMALL, objects)
+    fill_public_bucket(endpoint, SMALL + "-mirror", {f"abid/v1/{k}": v for k, v in objects.items()})
     return objects
 
 
@@ -87,7 +57,7 @@ def big(endpoint) -> dict[str, bytes]:
     for i in range(N_BIG):
         objects[f"bin-images/{i:05d}.jpg"] = jpeg_bytes((256, 192), seed=100 + i, quality=95)
         objects[f"metadata/{i:05d}.json"] = json.dumps(metadata_json(i % 6)).encode()
-    _fill(endpoint, BIG, objects)
+    fill_public_bucket(endpoint, BIG, objects)
     return objects
 
 

@@ -2,19 +2,14 @@
 from __future__ import annotations
 
 import io
-import json
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from binventory import BinventoryError
@@ -24,20 +19,12 @@ from binventory.serving import batch as batch_mod
 from binventory.serving.batch import merge_parts, parts_dir, predict_batch
 from binventory.serving.export import export_onnx
 from binventory.serving.predictor import Predictor
+from tests.s3 import fill_public_bucket, moto_server
 from tests.conftest import REPO, jpeg_bytes
 from tests.serving.test_export import tiny_artifact
 
 PROBS = [f"p_{n}" for n in ["0", "1", "2", "3", "4", "5", "6+"]]
 BUCKET = "bins"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models gain nothing from threads, and on a busy machine spinning threads cost seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -138,29 +125,12 @@ def test_abid_layout_and_manifest(model, messy_dataset, tmp_path):
 
 @pytest.fixture(scope="module")
 def endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    access_log = logging.getLogger("werkzeug")
-    level = access_log.level
-    access_log.setLevel(logging.WARNING)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    s3 = boto3.session.Session().client("s3", endpoint_url=url, region_name="us-east-1",
-                                        aws_access_key_id="testing", aws_secret_access_key="testing")
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-         "Resource": f"arn:aws:s3:::{BUCKET}/*"},
-        {"Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{BUCKET}"}]}))
-    objects = {f"abid/bin-images/{name}": data for name, data in FILES.items()}
-    objects["abid/metadata/img0.json"] = b"{}"  # not an image: not an input
-    objects["abid-old/bin-images/img0.jpg"] = FILES["img0.jpg"]  # outside the prefix "folder"
-    for key, data in objects.items():
-        s3.put_object(Bucket=BUCKET, Key=key, Body=data, ACL="public-read")
-    yield url
-    server.stop()
-    access_log.setLevel(level)
+    with moto_server() as url:
+        objects = {f"abid/bin-images/{name}": data for name, data in FILES.items()}
+        objects["abid/metadata/img0.json"] = b"{}"  # not an image: not an input
+        objects["abid-old/bin-images/img0.jpg"] = FILES["img0.jpg"]  # outside the prefix "folder"
+        fill_public_bucket(url, BUCKET, objects)
+        yield url
 
 
 def test_s3_prefix(model, endpoint, folder, tmp_path):

@@ -25,15 +25,6 @@ from tests.conftest import ABID_SAMPLE, jpeg_bytes
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models gain nothing from threads, and on a busy machine spinning threads cost seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_artifact(path: Path, seed: int = 0, version: str = "tiny-v1") -> Path:
     """An untrained mobilenet_v2 at 32 px whose BatchNorm statistics come from a few batches,
     so activations (and probabilities) look like a trained net's rather than degenerate."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import os
 import signal
 import socket
@@ -16,12 +15,10 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
 import httpx
 import numpy as np
 import pytest
 import torch
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from binventory.cli import main
@@ -32,6 +29,7 @@ from binventory.model.factory import create_model
 from binventory.serving.batching import BatcherStopped, MicroBatcher
 from binventory.serving.predictor import Predictor
 from binventory.serving.service import Settings, create_app
+from tests.s3 import fill_public_bucket, moto_server
 from tests.conftest import bomb_jpeg, jpeg_bytes
 
 with warnings.catch_warnings():  # starlette asks for httpx2; the project tests with httpx
@@ -81,22 +79,11 @@ def predictor(model_path) -> Predictor:
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    access_log = logging.getLogger("werkzeug")
-    level = access_log.level
-    access_log.setLevel(logging.WARNING)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3 = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                        aws_access_key_id="testing", aws_secret_access_key="testing")
-    s3.create_bucket(Bucket=BUCKET)
-    for key, data in {"bin-images/00001.jpg": image_bytes(1), "big.jpg": b"\xff" * (BODY_LIMIT + 1),
-                      "notes.txt": b"not an image"}.items():
-        s3.put_object(Bucket=BUCKET, Key=key, Body=data, ACL="public-read")  # read anonymously
-    yield endpoint
-    server.stop()
-    access_log.setLevel(level)
+    with moto_server() as endpoint:
+        fill_public_bucket(endpoint, BUCKET, {"bin-images/00001.jpg": image_bytes(1),
+                                              "big.jpg": b"\xff" * (BODY_LIMIT + 1),
+                                              "notes.txt": b"not an image"})
+        yield endpoint
 
 
 def no_server_errors(client: TestClient) -> None:
