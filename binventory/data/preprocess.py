@@ -48,9 +48,13 @@ class Preprocess:
     def load(self, source: str | Path | bytes) -> np.ndarray:
         """Decode and resize: a uint8 HxWx3 array of image_size x image_size."""
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is much larger.
-            img.draft("RGB", (self.image_size, self.image_size))
-            return np.array(self.resize_image(img.convert("RGB")))
+            return self.from_image(img)
+
+    def from_image(self, img: Image.Image) -> np.ndarray:
+        """Decode an opened (not yet loaded) image and resize it: uint8 HxWx3."""
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is much larger.
+        img.draft("RGB", (self.image_size, self.image_size))
+        return np.array(self.resize_image(img.convert("RGB")))
 
     def resize_image(self, img: Image.Image) -> Image.Image:
         size = self.image_size

@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -19,6 +20,7 @@ MAX_PIXELS = 50_000_000
 MAX_BYTES = 64 * 1024 * 1024
 
 JPEG_SOI = b"\xff\xd8\xff"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_EOI = b"\xff\xd9"
 
 _SIGNATURES = {
@@ -41,6 +43,7 @@ class ImageCheck:
     sha256: str = ""
     width: int | None = None
     height: int | None = None
+    decoded: object = field(default=None, repr=False)  # what ``decode`` returned, when given
 
     @property
     def ok(self) -> bool:
@@ -58,14 +61,23 @@ def _has_eoi(data: bytes) -> bool:
     return data.rstrip(b"\x00\r\n").endswith(JPEG_EOI)
 
 
-def check_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageCheck:
-    """Check an image held in memory (also used for uploads by the serving stage)."""
+def check_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS,
+                      decode: Callable[[Image.Image], object] | None = None,
+                      allow_png: bool = False) -> ImageCheck:
+    """Check an image held in memory, decoding it once.
+
+    ``decode`` receives the opened image and does the one full decode (the serving stage passes
+    its resize there, so an upload is not decoded twice); its result is ``check.decoded``.
+    ``allow_png`` also accepts PNG (uploads); the dataset itself is JPEG only.
+    """
     check = ImageCheck(status="ok", nbytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     if not data:
         check.status, check.reason = "empty_file", "file is empty (0 bytes)"
         return check
-    if not data.startswith(JPEG_SOI):
-        check.status, check.reason = "not_jpeg", f"not a JPEG ({_describe_format(data)})"
+    is_png = allow_png and data.startswith(PNG_SIGNATURE)
+    if not is_png and not data.startswith(JPEG_SOI):
+        wanted = "a JPEG or PNG" if allow_png else "a JPEG"
+        check.status, check.reason = "not_jpeg", f"not {wanted} ({_describe_format(data)})"
         return check
     try:
         with warnings.catch_warnings():
@@ -78,7 +90,10 @@ def check_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageCheck:
                     check.reason = (f"{img.width}x{img.height} = {img.width * img.height:,} pixels "
                                     f"exceeds the limit of {max_pixels:,}")
                     return check
-                img.load()
+                if decode is None:
+                    img.load()
+                else:
+                    check.decoded = decode(img)
     except Image.DecompressionBombError as e:
         check.status, check.reason = "decompression_bomb", str(e)
         return check
@@ -93,8 +108,9 @@ def check_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageCheck:
         check.status, check.reason = "undecodable", f"cannot decode: {type(e).__name__}: {e}"
         return check
     # libjpeg fills a cut-off scan with grey and only warns; a missing end marker gives it away.
-    if not _has_eoi(data):
+    if not is_png and not _has_eoi(data):
         check.status, check.reason = "truncated", "JPEG end-of-image marker is missing"
+        check.decoded = None
     return check
 
 

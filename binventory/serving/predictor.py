@@ -58,18 +58,12 @@ class InferenceModule(nn.Module):
 
 
 def decode_image(data: bytes, preprocess: Preprocess, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Check and decode one uploaded or downloaded image; raises ImageError for bad input."""
-    # JPEG and PNG are accepted here (robots and people upload both); validate.py's JPEG checks
-    # still catch truncated, bomb and undecodable JPEGs.
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        try:
-            return preprocess.load(data)
-        except Exception as e:
-            raise ImageError("undecodable", f"cannot decode PNG: {e}") from None
-    check = check_image_bytes(data, max_pixels=max_pixels)
+    """Check and decode one uploaded or downloaded JPEG or PNG, once; raises ImageError."""
+    check = check_image_bytes(data, max_pixels=max_pixels, decode=preprocess.from_image,
+                              allow_png=True)
     if not check.ok:
         raise ImageError(check.status, check.reason)
-    return preprocess.load(data)
+    return check.decoded
 
 
 class Predictor:
