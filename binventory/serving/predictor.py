@@ -89,10 +89,11 @@ class Predictor:
     @classmethod
     def load(cls, model_path: str | Path, backend: str = "torch", onnx_path: str | Path | None = None,
              threads: int | None = None) -> "Predictor":
-        """From a model artifact (model.pt); the ONNX backend reads model.onnx beside it by default."""
-        model_path = Path(model_path)
-        if backend == "onnx" and onnx_path is None:
-            onnx_path = model_path.with_suffix(".onnx")
+        """From a model artifact (model.pt). The ONNX backend uses model.onnx beside it, exported
+        first when missing or exported from another artifact; a named ``onnx_path`` must match."""
+        if backend == "onnx":
+            from binventory.serving.export import ensure_onnx
+            onnx_path, _ = ensure_onnx(model_path, onnx_path)
         return cls(load_artifact(model_path), backend, onnx_path, threads)
 
     def decode(self, data: bytes) -> np.ndarray:

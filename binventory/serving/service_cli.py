@@ -29,8 +29,8 @@ def add_parsers(commands, formatter) -> None:
                "http://127.0.0.1:8000/v1/count")
     p.add_argument("--model", type=Path, required=True, help="model artifact (model.pt)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="inference engine; onnx reads model.onnx beside the artifact "
-                        "(written by 'binventory export')")
+                   help="inference engine; onnx uses model.onnx beside the artifact, exported "
+                        "first when missing or stale (as 'binventory export' does)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0 exposes the service to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")

@@ -120,11 +120,14 @@ def test_predictor_backends_agree(exported):
         assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < PARITY_TOL
 
 
-def test_missing_onnx_says_to_export(tmp_path):
+def test_missing_onnx_is_exported_or_named(tmp_path):
     with pytest.raises(BinventoryError, match="binventory export"):
         onnx_session(tmp_path / "model.onnx")
-    with pytest.raises(BinventoryError, match="binventory export"):
-        Predictor.load(tiny_artifact(tmp_path / "m.pt"), backend="onnx")
+    model = tiny_artifact(tmp_path / "m.pt")
+    with pytest.raises(BinventoryError, match="binventory export"):  # a named file is never made
+        Predictor.load(model, backend="onnx", onnx_path=tmp_path / "other.onnx")
+    predictor = Predictor.load(model, backend="onnx", threads=1)  # beside the artifact: exported
+    assert (tmp_path / "m.onnx").is_file() and predictor.backend == "onnx"
 
 
 def test_ensure_onnx_reexports_a_stale_file(exported, tmp_path):
