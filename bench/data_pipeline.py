@@ -58,7 +58,8 @@ def main() -> None:
             n = len(os.listdir(args.sample / "bin-images"))
             timed("index real ABID sample", n, lambda: build_manifest(args.sample, progress=False))
             dataset_reads(args.sample, tmp, 224)
-        dataset_reads(tmp / "s2", tmp, 224)
+        (tmp / "s2").rename(tmp / "synthetic")
+        dataset_reads(tmp / "synthetic", tmp, 224)
 
 
 if __name__ == "__main__":
