@@ -6,7 +6,6 @@ since they cut items out while the label stays the same.
 """
 from __future__ import annotations
 
-
 from torchvision.transforms import v2
 
 

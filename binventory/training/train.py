@@ -165,10 +165,11 @@ def predict(model: nn.Module, loader: DataLoader, info: distributed.DistInfo,
             images = images.contiguous(memory_format=torch.channels_last)
         logits.append(model(images).float())
         counts.append(c.to(info.device))
-    width = getattr(model, "binventory_spec", None)
-    out = torch.cat(logits) if logits else torch.zeros(0, width.num_classes if width else 1)
-    return (distributed.all_gather_cat(out, info).cpu(),
-            distributed.all_gather_cat(torch.cat(counts) if counts else torch.zeros(0), info).cpu())
+    # A rank's shard can be empty (fewer images than ranks); it still joins the gather.
+    out = torch.cat(logits) if logits else torch.zeros(0, model.binventory_spec.num_classes,
+                                                        device=info.device)
+    seen = torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long, device=info.device)
+    return distributed.all_gather_cat(out, info).cpu(), distributed.all_gather_cat(seen, info).cpu()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
