@@ -61,6 +61,17 @@ def _has_eoi(data: bytes) -> bool:
     return data.rstrip(b"\x00\r\n").endswith(JPEG_EOI)
 
 
+def _refuse_bomb(check: ImageCheck, size: tuple[int, int], max_pixels: int) -> bool:
+    """Mark the check as a decompression bomb when width x height exceeds the limit."""
+    width, height = size
+    if width * height <= max_pixels:
+        return False
+    check.width, check.height = width, height
+    check.status = "decompression_bomb"
+    check.reason = f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}"
+    return True
+
+
 def check_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS,
                       decode: Callable[[Image.Image], object] | None = None,
                       allow_png: bool = False) -> ImageCheck:
@@ -79,16 +90,19 @@ def check_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS,
         wanted = "a JPEG or PNG" if allow_png else "a JPEG"
         check.status, check.reason = "not_jpeg", f"not {wanted} ({_describe_format(data)})"
         return check
+    if is_png and data[12:16] == b"IHDR":
+        # A PNG states its size in the first chunk: refuse a bomb before Pillow parses anything
+        # (it would reject a tampered header's CRC as merely undecodable).
+        size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if _refuse_bomb(check, size, max_pixels):
+            return check
     try:
         with warnings.catch_warnings():
             # Pillow warns (and raises past 2x its own limit) on huge images; we decide ourselves.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 check.width, check.height = img.size
-                if img.width * img.height > max_pixels:
-                    check.status = "decompression_bomb"
-                    check.reason = (f"{img.width}x{img.height} = {img.width * img.height:,} pixels "
-                                    f"exceeds the limit of {max_pixels:,}")
+                if _refuse_bomb(check, img.size, max_pixels):
                     return check
                 if decode is None:
                     img.load()

@@ -151,10 +151,8 @@ def _load(item: Item, preprocess, client) -> Loaded:
     loaded = Loaded(item, sha256=hashlib.sha256(data).hexdigest())
     try:
         loaded.pixels = decode_image(data, preprocess)
-    except ImageError as e:
+    except ImageError as e:  # every decoder failure arrives as one (see check_image_bytes)
         loaded.error = f"{e.status}: {e.reason}"
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types on bad data
-        loaded.error = f"undecodable: {type(e).__name__}: {e}"
     return loaded
 
 

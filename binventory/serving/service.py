@@ -28,7 +28,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from binventory import BinventoryError
-from binventory.data.validate import MAX_PIXELS
 from binventory.serving.batching import BatcherStopped, MicroBatcher
 from binventory.serving.predictor import ImageError, Predictor
 
@@ -170,24 +169,11 @@ class CountingService:
         await self.batcher.stop()  # finishes queued batches first
 
     async def count(self, data: bytes) -> dict:
-        image = await run_in_threadpool(self._decode, data)
+        # check_image_bytes bounds JPEG and PNG sizes from the header and maps every decoder
+        # failure to an ImageError, so bad bytes never escape as a 500.
+        image = await run_in_threadpool(self.predictor.decode, data)
         row = await self.batcher.submit(image)
         return self.predictor.to_predictions(row[None])[0].to_dict()
-
-    def _decode(self, data: bytes) -> np.ndarray:
-        # validate.py guards JPEGs against decompression bombs; a PNG's IHDR gives its size just
-        # as cheaply, before Pillow allocates width x height pixels.
-        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
-            width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-            if width * height > MAX_PIXELS:
-                raise ImageError("decompression_bomb", f"{width}x{height} pixels exceeds the limit "
-                                                       f"of {MAX_PIXELS:,}")
-        try:
-            return self.predictor.decode(data)
-        except ImageError:
-            raise
-        except Exception as e:  # whatever the decoder trips over, it is the bytes' fault
-            raise ImageError("undecodable", f"cannot decode: {type(e).__name__}: {e}") from None
 
     def fetch(self, uri: str) -> bytes:
         """An image's bytes from an ``s3://bucket/key`` URI (runs in a worker thread)."""
