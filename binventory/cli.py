@@ -13,8 +13,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from binventory import app
     from binventory.data import cli as data_cli
-    from binventory.serving import batch_cli, service_cli
+    from binventory.inventory import cli as inventory_cli
+    from binventory.serving import batch_cli
     from binventory.training import cli as training_cli
 
     parser = argparse.ArgumentParser(
@@ -28,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.add_parser(commands, HelpFormatter)
     training_cli.add_parsers(commands, HelpFormatter)
     batch_cli.add_parsers(commands, HelpFormatter)
-    service_cli.add_parsers(commands, HelpFormatter)
+    app.add_parsers(commands, HelpFormatter)
+    inventory_cli.add_parsers(commands, HelpFormatter)
     return parser
 
 

@@ -140,7 +140,7 @@ class Loaded:
     error: str | None = None
 
 
-def _load(item: Item, preprocess, client) -> Loaded:
+def load_item(item: Item, preprocess, client) -> Loaded:
     # Never raises: one bad image must not end a run of millions.
     try:
         data = read_bytes(item.source, client, MAX_BYTES)
@@ -156,7 +156,7 @@ def _load(item: Item, preprocess, client) -> Loaded:
     return loaded
 
 
-def _loaded_batches(items: list[Item], load, workers: int, batch_size: int):
+def loaded_batches(items: list[Item], load, workers: int, batch_size: int):
     """Batches of decoded images, decoded by a thread pool two batches ahead of inference."""
     # Threads, not processes: Pillow's decoder and resize, hashlib and socket reads release the
     # GIL, and one boto3 client can be shared. Bounded look-ahead keeps memory flat.
@@ -279,11 +279,11 @@ def _run(predictor: Predictor, shard: list[Item], client, out: Path, report: Bat
             rows.clear()
 
     def load(item: Item) -> Loaded:
-        return _load(item, predictor.preprocess, client)
+        return load_item(item, predictor.preprocess, client)
 
     try:
         with tqdm(total=len(todo), unit="img", desc="predict", disable=not progress) as bar:
-            for batch in _loaded_batches(todo, load, workers, batch_size):
+            for batch in loaded_batches(todo, load, workers, batch_size):
                 new = _rows(batch, predictor)
                 rows.extend(new)
                 errors = sum(r["error"] is not None for r in new)

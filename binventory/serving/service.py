@@ -168,11 +168,15 @@ class CountingService:
         self.ready = False
         await self.batcher.stop()  # finishes queued batches first
 
-    async def count(self, data: bytes) -> dict:
+    async def probabilities(self, data: bytes) -> np.ndarray:
+        """Calibrated class probabilities of one encoded image; raises ImageError."""
         # check_image_bytes bounds JPEG and PNG sizes from the header and maps every decoder
         # failure to an ImageError, so bad bytes never escape as a 500.
         image = await run_in_threadpool(self.predictor.decode, data)
-        row = await self.batcher.submit(image)
+        return await self.batcher.submit(image)
+
+    async def count(self, data: bytes) -> dict:
+        row = await self.probabilities(data)
         return self.predictor.to_predictions(row[None])[0].to_dict()
 
     def fetch(self, uri: str) -> bytes:

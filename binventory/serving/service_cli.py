@@ -1,4 +1,5 @@
-"""``binventory serve``: the HTTP counting service under uvicorn."""
+"""The counting service's command-line options and its uvicorn server (``binventory serve`` is
+assembled in binventory.app, which adds the inventory and the dashboard)."""
 from __future__ import annotations
 
 import argparse
@@ -12,21 +13,8 @@ from binventory import BinventoryError
 GRACEFUL_SHUTDOWN_S = 30
 
 
-def add_parsers(commands, formatter) -> None:
-    p = commands.add_parser(
-        "serve", formatter_class=formatter,
-        help="run the HTTP counting service",
-        description="Serve POST /v1/count (a JPEG/PNG body, or JSON {\"uri\": \"s3://bucket/key\"}) "
-                    "with micro-batching: concurrent requests share one model call of up to "
-                    "--max-batch images, waiting at most --max-wait-ms for company. Also serves "
-                    "/healthz, /readyz (after a warm-up inference), /metrics (Prometheus) and "
-                    "/docs (OpenAPI). SIGTERM or Ctrl-C stops accepting, finishes open requests "
-                    "and queued batches, then exits.",
-        epilog="examples:\n"
-               "  binventory serve --model runs/best/model.pt\n"
-               "  binventory serve --model model.pt --backend onnx --host 0.0.0.0 --port 8080\n"
-               "  curl -s --data-binary @bin.jpg -H 'Content-Type: image/jpeg' "
-               "http://127.0.0.1:8000/v1/count")
+def add_serve_options(p) -> None:
+    """The counting service's options; ``binventory serve`` (in binventory.app) adds the rest."""
     p.add_argument("--model", type=Path, required=True, help="model artifact (model.pt)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="inference engine; onnx uses model.onnx beside the artifact, exported "
@@ -47,10 +35,11 @@ def add_parsers(commands, formatter) -> None:
                    help="refuse JSON {\"uri\": ...} requests: count uploaded images only")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
-    p.set_defaults(func=_serve)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def load_service(args: argparse.Namespace):
+    """Check the options and load the model: (predictor, settings). Loading before binding the
+    port makes a wrong path or a broken artifact a plain error (exit 2)."""
     if not 0 <= args.port <= 65535:
         raise BinventoryError(f"--port must be 0..65535, got {args.port}")
     if args.threads is not None and args.threads < 1:
@@ -58,18 +47,19 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_body_mb <= 0:
         raise BinventoryError("need --max-batch >= 1, --max-wait-ms >= 0 and --max-body-mb > 0")
 
-    import uvicorn
-
     from binventory.serving.predictor import Predictor
-    from binventory.serving.service import Settings, create_app
+    from binventory.serving.service import Settings
 
     settings = Settings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                         s3_endpoint_url=args.s3_endpoint_url,
                         allowed_uri_schemes=() if args.no_uri else ("s3",))
-    # Load before binding the port: a wrong path or a broken artifact is a plain error, exit 2.
-    predictor = Predictor.load(args.model, backend=args.backend, threads=args.threads)
-    app = create_app(predictor, settings)
+    return Predictor.load(args.model, backend=args.backend, threads=args.threads), settings
+
+
+def run_server(app, args: argparse.Namespace) -> int:
+    import uvicorn
+
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))

@@ -167,7 +167,7 @@ def test_rerun_processes_nothing_new(model, folder, tmp_path):
 def test_killed_run_completes_to_the_same_result(model, folder, tmp_path, monkeypatch):
     clean = pd.read_parquet(_predict(model, folder, tmp_path / "clean.parquet").out)
     out = tmp_path / "preds.parquet"
-    real_load, calls = batch_mod._load, []
+    real_load, calls = batch_mod.load_item, []
 
     def dies_on_the_fifth(*args):
         calls.append(1)
@@ -175,10 +175,10 @@ def test_killed_run_completes_to_the_same_result(model, folder, tmp_path, monkey
             raise KeyboardInterrupt  # like Ctrl-C, or a kill between two part files
         return real_load(*args)
 
-    monkeypatch.setattr(batch_mod, "_load", dies_on_the_fifth)
+    monkeypatch.setattr(batch_mod, "load_item", dies_on_the_fifth)
     with pytest.raises(KeyboardInterrupt):
         _predict(model, folder, out, batch_size=2, workers=1, part_rows=2)
-    monkeypatch.setattr(batch_mod, "_load", real_load)
+    monkeypatch.setattr(batch_mod, "load_item", real_load)
     assert not out.exists() and len(list(parts_dir(out).glob("part-*.parquet"))) >= 1
     report = _predict(model, folder, out)
     assert report.skipped >= 2 and report.skipped + report.predicted + report.errors == 8

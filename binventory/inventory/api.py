@@ -1,0 +1,217 @@
+"""The inventory's HTTP API, mounted on the counting service's FastAPI app (``binventory.app``).
+
+Reads are open; writes need ``Authorization: Bearer <token>`` (``binventory inventory token
+create``). Errors answer ``{"detail": ..., "status": ...}`` like the counting routes: 401 for a
+missing or bad token, 404 for unknown bins, tasks and SKUs, 409 for a task in the wrong state,
+422 for bad quantities, reason codes and images, 413 for huge uploads.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from binventory.files import atomic_write_bytes
+from binventory.inventory import audit
+from binventory.inventory.db import Database
+from binventory.inventory.models import AuditTask, Observation, utcnow
+from binventory.inventory.policy import Policy
+from binventory.inventory.reconcile import Photo, load_bins, register_model, write_observations
+from binventory.inventory.tokens import check_token
+from binventory.inventory.views import bin_detail, bin_page, observation_dict, task_dict
+from binventory.serving.batching import BatcherStopped
+from binventory.serving.predictor import ImageError
+from binventory.serving.service import IMAGE_TYPES, ApiError, CountingService, read_body
+
+ERRORS = {401: {"description": "missing or bad bearer token"}, 404: {"description": "unknown bin or task"},
+          409: {"description": "the task is not in a state that allows this"},
+          422: {"description": "bad quantity, reason code or image"}}
+
+
+class ClaimRequest(BaseModel):
+    assignee: str | None = Field(None, description="who recounts; default: the token's name")
+
+
+class ResolveRequest(BaseModel):
+    counted_quantity: int = Field(..., description="items a person counted in the bin")
+    reason_code: str | None = Field(None, description="why the count differs from the record")
+    sku_counts: dict[str, int] | None = Field(None, description="optional counts per ASIN")
+    note: str | None = None
+
+
+class CancelRequest(BaseModel):
+    note: str | None = None
+
+
+def _domain_errors(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except audit.NotFound as e:
+        raise ApiError(404, "not_found", str(e)) from None
+    except audit.Conflict as e:
+        raise ApiError(409, "conflict", str(e)) from None
+    except audit.Invalid as e:
+        raise ApiError(422, "invalid", str(e)) from None
+
+
+def inventory_router(db: Database, policy: Policy, counting: CountingService,
+                     image_dir: str | Path) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERRORS)
+    image_dir = Path(image_dir)
+
+    def writer(request: Request) -> str:
+        """The name behind the request's bearer token (writes only)."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            token = request.cookies.get("binventory_token", "")  # the dashboard's login
+        with db.reader() as session:
+            found = check_token(session, token.strip())
+        if found is None:
+            raise ApiError(401, "unauthorized", "writes need a valid 'Authorization: Bearer <token>' "
+                                                "header (binventory inventory token create)")
+        return found.name
+
+    Writer = Annotated[str, Depends(writer)]
+
+    @router.get("/bins", summary="Bins with their expected quantity and latest decision")
+    def list_bins(q: str | None = None, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
+        with db.reader() as session:
+            return bin_page(session, q, limit, offset)
+
+    @router.get("/bins/{code}", summary="A bin's contents (SKUs and expected quantities)")
+    def get_bin(code: str):
+        with db.reader() as session:
+            return _domain_errors(bin_detail, session, code)
+
+    @router.get("/bins/{code}/history", summary="A bin's observations, audit tasks and ledger")
+    def history(code: str, limit: int = Query(50, ge=1, le=500)):
+        with db.reader() as session:
+            found = _domain_errors(audit.get_bin, session, code)
+            tasks = session.scalars(select(AuditTask).where(AuditTask.bin_id == found.id)
+                                    .order_by(AuditTask.id.desc()).limit(limit))
+            return {"bin": code,
+                    "observations": [observation_dict(o) for o in audit.observations(session, found.id, limit)],
+                    "tasks": [task_dict(t) for t in tasks],
+                    "ledger": [_adjustment(a) for a in audit.ledger(session, found.id, limit)]}
+
+    @router.get("/bins/{code}/observations", summary="A bin's observations, newest first")
+    def bin_observations(code: str, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
+        with db.reader() as session:
+            found = _domain_errors(audit.get_bin, session, code)
+            return [observation_dict(o) for o in audit.observations(session, found.id, limit, offset)]
+
+    @router.post("/bins/{code}/observations", status_code=201,
+                 summary="A robot uploads a photo of a bin and gets the decision",
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES}}})
+    async def observe(code: str, request: Request, actor: Writer,
+                      captured_at: datetime | None = Query(None, description="when the photo was taken")):
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in IMAGE_TYPES:
+            raise ApiError(415, "unsupported_media_type",
+                           f"Content-Type must be image/jpeg or image/png, got {media_type or 'none'!r}")
+        with db.reader() as session:
+            view = load_bins(session, [code]).get(code)
+        if view is None:
+            raise ApiError(404, "not_found", f"unknown bin {code!r}")
+        data = await read_body(request, counting.settings.max_body_bytes)
+        try:
+            probs = await counting.probabilities(data)
+        except ImageError as e:
+            raise ApiError(415 if e.status == "not_jpeg" else 422, e.status,
+                           f"not a usable JPEG or PNG image: {e.reason}") from None
+        except BatcherStopped as e:
+            raise ApiError(503, "not_ready", str(e)) from None
+        return await run_in_threadpool(_record, view, data, media_type, probs, captured_at, code)
+
+    def _record(view, data: bytes, media_type: str, probs: np.ndarray, captured_at, code: str) -> dict:
+        sha = hashlib.sha256(data).hexdigest()
+        path = image_dir / sha[:2] / (sha + (".png" if media_type == "image/png" else ".jpg"))
+        if not path.exists():
+            atomic_write_bytes(path, data)
+        predictor = counting.predictor
+        decision = policy.decide(probs[None], predictor.classes, [view.expected], [view.records])[0]
+        photo = Photo(code, str(path), sha, captured_at or utcnow())
+        with db.session() as session:
+            register_model(session, predictor, policy)
+            obs_id = write_observations(session, [view], [photo], probs[None], predictor.classes.names,
+                                        predictor.version, [decision])[0]
+            duplicate = obs_id is None
+            if duplicate:
+                obs_id = session.scalar(select(Observation.id).where(
+                    Observation.bin_id == view.bin_id, Observation.image_sha256 == sha,
+                    Observation.model_version == predictor.version))
+            obs = session.get(Observation, obs_id)
+            task = session.scalar(select(AuditTask).where(AuditTask.observation_id == obs_id))
+            return {**observation_dict(obs), "duplicate": duplicate,
+                    "task": task_dict(task) if task is not None else None}
+
+    @router.get("/observations/{obs_id}/image", summary="The photo of an observation",
+                response_class=Response)
+    async def observation_image(obs_id: int):
+        with db.reader() as session:
+            obs = session.get(Observation, obs_id)
+        if obs is None:
+            raise ApiError(404, "not_found", f"unknown observation {obs_id}")
+        if obs.image_uri.startswith("s3://"):
+            data = await run_in_threadpool(counting.fetch, obs.image_uri)
+        else:
+            try:
+                data = await run_in_threadpool(Path(obs.image_uri).read_bytes)
+            except OSError:
+                raise ApiError(404, "not_found", f"the photo of observation {obs_id} is gone") from None
+        kind = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
+        return Response(data, media_type=kind, headers={"Cache-Control": "max-age=86400"})
+
+    @router.get("/audit-tasks", summary="The audit queue, highest priority first")
+    def tasks(status: str | None = "open", bin: str | None = None,
+              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
+        with db.reader() as session:
+            rows, total = _domain_errors(audit.list_tasks, session, status=status or None,
+                                         bin_code=bin, limit=limit, offset=offset)
+            return {"total": total, "tasks": [task_dict(t) for t in rows]}
+
+    @router.get("/audit-tasks/{task_id}", summary="One audit task")
+    def get_task(task_id: int):
+        with db.reader() as session:
+            return task_dict(_domain_errors(audit.get_task, session, task_id))
+
+    @router.post("/audit-tasks/{task_id}/claim", summary="Take a task (open -> in_progress)")
+    def claim(task_id: int, body: ClaimRequest, actor: Writer):
+        with db.session() as session:
+            return task_dict(_domain_errors(audit.claim, session, task_id, body.assignee or actor))
+
+    @router.post("/audit-tasks/{task_id}/resolve", summary="Record a recount; writes the ledger")
+    def resolve(task_id: int, body: ResolveRequest, actor: Writer):
+        with db.session() as session:
+            task, adjustments = _domain_errors(
+                audit.resolve, session, task_id, counted_quantity=body.counted_quantity, actor=actor,
+                reason_code=body.reason_code, sku_counts=body.sku_counts, note=body.note)
+            return {"task": task_dict(task), "adjustments": [_adjustment(a) for a in adjustments]}
+
+    @router.post("/audit-tasks/{task_id}/cancel", summary="Drop a task without a recount")
+    def cancel(task_id: int, body: CancelRequest, actor: Writer):
+        with db.session() as session:
+            return task_dict(_domain_errors(audit.cancel, session, task_id, actor, body.note))
+
+    @router.get("/ledger", summary="Adjustments, newest first")
+    def get_ledger(bin: str | None = None, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
+        with db.reader() as session:
+            bin_id = _domain_errors(audit.get_bin, session, bin).id if bin else None
+            return [_adjustment(a) for a in audit.ledger(session, bin_id, limit, offset)]
+
+    return router
+
+
+def _adjustment(a) -> dict:
+    return {"id": a.id, "sku": a.sku.asin, "delta": a.delta, "quantity_before": a.quantity_before,
+            "quantity_after": a.quantity_after, "reason_code": a.reason_code, "task_id": a.task_id,
+            "actor": a.actor, "created_at": a.created_at.isoformat()}

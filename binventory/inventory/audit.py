@@ -1,0 +1,220 @@
+"""The audit queue and the ledger: open tasks from doubtful observations, claim them, resolve them
+with a counted quantity.
+
+A resolution that agrees with the record closes the task and changes nothing. One that differs
+writes one ``adjustment`` row per SKU it changes (the append-only ledger) and updates the bin's
+expected quantities, in the same transaction. A counted total is booked against the bin's SKUs
+like this: a surplus goes to the SKU the bin holds most of; a shortfall is taken from the SKUs it
+holds most of first, never below zero. Give per-SKU counts instead where the counter knows them.
+
+State changes are conditional UPDATEs (``... WHERE status IN (...)``), so two people resolving the
+same task at once cannot both succeed, on SQLite or PostgreSQL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from binventory import BinventoryError
+from binventory.inventory.models import (ACTIVE_STATUSES, AGREED_REASON, REASON_CODES, TASK_STATUSES,
+                                         Adjustment, AuditTask, Bin, BinContent, Observation, Sku, utcnow)
+
+
+class NotFound(BinventoryError):
+    """An unknown bin, task or SKU (HTTP 404)."""
+
+
+class Conflict(BinventoryError):
+    """The request does not fit the task's state (HTTP 409)."""
+
+
+class Invalid(BinventoryError):
+    """A bad quantity, reason code or status (HTTP 422)."""
+
+
+def get_bin(session: Session, code: str) -> Bin:
+    found = session.scalar(select(Bin).where(Bin.code == code))
+    if found is None:
+        raise NotFound(f"unknown bin {code!r}")
+    return found
+
+
+def get_task(session: Session, task_id: int) -> AuditTask:
+    task = session.get(AuditTask, task_id)
+    if task is None:
+        raise NotFound(f"unknown audit task {task_id}")
+    return task
+
+
+def expected_quantity(session: Session, bin_id: int) -> int:
+    return int(session.scalar(select(func.coalesce(func.sum(BinContent.quantity), 0))
+                              .where(BinContent.bin_id == bin_id)))
+
+
+def list_tasks(session: Session, *, status: str | None = None, bin_code: str | None = None,
+               limit: int = 50, offset: int = 0) -> tuple[list[AuditTask], int]:
+    """Tasks by priority (highest first), then age; and how many match in all."""
+    if status is not None and status not in TASK_STATUSES:
+        raise Invalid(f"status must be one of {TASK_STATUSES}, got {status!r}")
+    query = select(AuditTask)
+    if status is not None:
+        query = query.where(AuditTask.status == status)
+    if bin_code is not None:
+        query = query.where(AuditTask.bin_id == get_bin(session, bin_code).id)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = session.scalars(query.order_by(AuditTask.priority.desc(), AuditTask.id)
+                           .limit(limit).offset(offset)).all()
+    return list(rows), int(total)
+
+
+@dataclass
+class Finding:
+    """What a doubtful observation tells the audit queue."""
+    reason: str          # "flag" or "review"
+    priority: float
+    predicted_count: int
+    expected_quantity: int
+
+
+def open_task(session: Session, bin_id: int, observation_id: int, finding: Finding) -> AuditTask:
+    """The bin's active task, updated with the newest evidence, or a new one."""
+    task = session.scalar(select(AuditTask).where(AuditTask.bin_id == bin_id,
+                                                  AuditTask.status.in_(ACTIVE_STATUSES)))
+    now = utcnow()
+    if task is None:
+        task = AuditTask(bin_id=bin_id, status="open", created_at=now)
+        session.add(task)
+    # A flag outranks a review: a later doubtful photo must not demote a clear discrepancy.
+    if task.reason != "flag":
+        task.reason = finding.reason
+    task.priority = max(task.priority or 0.0, finding.priority)
+    task.observation_id = observation_id
+    task.predicted_count = finding.predicted_count
+    task.expected_quantity = finding.expected_quantity
+    task.variance = finding.predicted_count - finding.expected_quantity
+    task.updated_at = now
+    session.flush()
+    return task
+
+
+def _transition(session: Session, task_id: int, allowed: tuple[str, ...], **values) -> AuditTask:
+    result = session.execute(update(AuditTask)
+                             .where(AuditTask.id == task_id, AuditTask.status.in_(allowed))
+                             .values(updated_at=utcnow(), **values))
+    task = get_task(session, task_id)
+    if result.rowcount != 1:
+        raise Conflict(f"audit task {task_id} is {task.status}; this needs it "
+                       f"{' or '.join(allowed)}")
+    session.refresh(task)
+    return task
+
+
+def claim(session: Session, task_id: int, assignee: str) -> AuditTask:
+    if not assignee.strip():
+        raise Invalid("assignee must not be empty")
+    task = get_task(session, task_id)
+    if task.status == "in_progress" and task.assignee == assignee:
+        return task  # claiming twice is harmless
+    return _transition(session, task_id, ("open",), status="in_progress", assignee=assignee)
+
+
+def cancel(session: Session, task_id: int, actor: str, note: str | None = None) -> AuditTask:
+    return _transition(session, task_id, ACTIVE_STATUSES, status="cancelled", resolved_by=actor,
+                       resolved_at=utcnow(), note=note)
+
+
+def _book_total(lines: list[BinContent], delta: int) -> dict[int, int]:
+    """Per-SKU changes that add up to ``delta`` (see the module docstring)."""
+    if not lines:
+        raise Invalid("the bin holds no SKUs, so a count cannot be booked against one: "
+                      "give per-SKU counts (sku_counts) instead")
+    order = sorted(lines, key=lambda c: (-c.quantity, c.sku_id))
+    if delta > 0:
+        return {order[0].sku_id: delta}
+    changes, left = {}, -delta
+    for line in order:
+        take = min(left, line.quantity)
+        if take:
+            changes[line.sku_id] = -take
+            left -= take
+    return changes
+
+
+def _per_sku_changes(session: Session, lines: list[BinContent], sku_counts: dict[str, int]) -> dict[int, int]:
+    held = {c.sku.asin: c for c in lines}
+    changes = {}
+    for asin, count in sku_counts.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise Invalid(f"count of SKU {asin!r} must be a non-negative integer, got {count!r}")
+        line = held.get(asin)
+        if line is not None:
+            sku_id, before = line.sku_id, line.quantity
+        else:  # found in the bin, though the record did not list it
+            sku_id = session.scalar(select(Sku.id).where(Sku.asin == asin))
+            if sku_id is None:
+                raise NotFound(f"unknown SKU {asin!r}")
+            before = 0
+        if count != before:
+            changes[sku_id] = count - before
+    return changes
+
+
+def resolve(session: Session, task_id: int, *, counted_quantity: int, actor: str,
+            reason_code: str | None = None, sku_counts: dict[str, int] | None = None,
+            note: str | None = None) -> tuple[AuditTask, list[Adjustment]]:
+    """Close a task with what a person counted; returns the task and the ledger rows written."""
+    if isinstance(counted_quantity, bool) or not isinstance(counted_quantity, int) or counted_quantity < 0:
+        raise Invalid(f"counted_quantity must be a non-negative integer, got {counted_quantity!r}")
+    if not actor.strip():
+        raise Invalid("the person resolving the task must be named")
+    task = get_task(session, task_id)
+    if task.status not in ACTIVE_STATUSES:
+        raise Conflict(f"audit task {task_id} is already {task.status}")
+    lines = list(session.scalars(select(BinContent).where(BinContent.bin_id == task.bin_id)))
+    expected = sum(c.quantity for c in lines)
+    if sku_counts:
+        changes = _per_sku_changes(session, lines, sku_counts)
+        if expected + sum(changes.values()) != counted_quantity:
+            raise Invalid(f"the per-SKU counts add up to {expected + sum(changes.values())}, "
+                          f"not to counted_quantity {counted_quantity}")
+    else:
+        changes = _book_total(lines, counted_quantity - expected) if counted_quantity != expected else {}
+    if changes and reason_code not in REASON_CODES:
+        raise Invalid(f"the count differs from the record ({counted_quantity} vs {expected}): "
+                      f"reason_code must be one of {REASON_CODES}, got {reason_code!r}")
+    if not changes and reason_code not in (None, AGREED_REASON, *REASON_CODES):
+        raise Invalid(f"unknown reason_code {reason_code!r}")
+    task = _transition(session, task_id, ACTIVE_STATUSES, status="resolved",
+                       counted_quantity=counted_quantity, reason_code=reason_code or AGREED_REASON,
+                       resolved_by=actor, resolved_at=utcnow(), note=note)
+    held = {c.sku_id: c for c in lines}
+    adjustments = []
+    for sku_id, delta in sorted(changes.items()):
+        line = held.get(sku_id)
+        before = line.quantity if line else 0
+        if line is None:
+            session.add(BinContent(bin_id=task.bin_id, sku_id=sku_id, quantity=before + delta))
+        else:
+            line.quantity = before + delta
+        adjustments.append(Adjustment(bin_id=task.bin_id, sku_id=sku_id, delta=delta,
+                                      quantity_before=before, quantity_after=before + delta,
+                                      reason_code=reason_code, task_id=task.id, actor=actor,
+                                      created_at=utcnow()))
+    session.add_all(adjustments)
+    session.flush()
+    return task, adjustments
+
+
+def ledger(session: Session, bin_id: int | None = None, limit: int = 100, offset: int = 0) -> list[Adjustment]:
+    query = select(Adjustment).order_by(Adjustment.id.desc()).limit(limit).offset(offset)
+    if bin_id is not None:
+        query = query.where(Adjustment.bin_id == bin_id)
+    return list(session.scalars(query))
+
+
+def observations(session: Session, bin_id: int, limit: int = 50, offset: int = 0) -> list[Observation]:
+    return list(session.scalars(select(Observation).where(Observation.bin_id == bin_id)
+                                .order_by(Observation.captured_at.desc(), Observation.id.desc())
+                                .limit(limit).offset(offset)))

@@ -1,0 +1,263 @@
+"""``binventory inventory ...`` (the database, import, calibration, tokens, the audit queue) and
+``binventory reconcile``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from binventory import BinventoryError
+
+DB_HELP = "database URL (default: $BINVENTORY_DB_URL, else sqlite:///data/inventory.db)"
+
+
+def _db(p) -> None:
+    p.add_argument("--db", default=None, help=DB_HELP)
+
+
+def add_parsers(commands, formatter) -> None:
+    from binventory.inventory import calibrate
+
+    inv = commands.add_parser(
+        "inventory", formatter_class=formatter, help="the inventory database and its audit queue",
+        description="Bins, SKUs and expected quantities; the observations that judged them; the "
+                    "audit tasks people resolve; the ledger of adjustments. SQLite by default, "
+                    "PostgreSQL with --db postgresql+psycopg://user:password@host/db.")
+    sub = inv.add_subparsers(dest="inventory_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("migrate", formatter_class=formatter, help="create or upgrade the schema",
+                       description="Bring the database to a schema revision (Alembic). Every "
+                                   "other command also upgrades to the newest first.")
+    _db(p)
+    p.add_argument("--revision", default="head", help="target revision ('base' empties the database)")
+    p.set_defaults(func=_migrate)
+
+    p = sub.add_parser("import-abid", formatter_class=formatter,
+                       help="load bins, SKUs and expected quantities from ABID metadata",
+                       description="Load every metadata/<id>.json of an ABID dataset folder: a bin "
+                                   "per file (its id is the bin code), SKUs by ASIN, expected "
+                                   "quantities per SKU. Idempotent: bins already in the inventory "
+                                   "keep their quantities (audits change those, through the ledger).",
+                       epilog="example:\n  binventory inventory import-abid data/abid")
+    p.add_argument("path", type=Path, help="ABID dataset folder (with metadata/) or a folder of JSON")
+    _db(p)
+    p.add_argument("--workers", type=int, default=None, help="parsing processes (default: CPUs, at most 8)")
+    p.set_defaults(func=_import)
+
+    calibrate.add_parser(sub, formatter)
+
+    p = sub.add_parser("status", formatter_class=formatter,
+                       help="the inventory in numbers: decisions, queue, ledger, model")
+    _db(p)
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("tasks", formatter_class=formatter, help="list audit tasks by priority")
+    _db(p)
+    p.add_argument("--status", default="open", help="open, in_progress, resolved, cancelled or all")
+    p.add_argument("--bin", default=None, help="only this bin's tasks")
+    p.add_argument("--limit", type=int, default=20, help="how many")
+    p.set_defaults(func=_tasks)
+
+    p = sub.add_parser("claim", formatter_class=formatter, help="take an open task")
+    _db(p)
+    p.add_argument("task", type=int, help="task id")
+    p.add_argument("--assignee", required=True, help="who recounts")
+    p.set_defaults(func=_claim)
+
+    p = sub.add_parser("resolve", formatter_class=formatter,
+                       help="record a recount (writes the ledger when it differs)")
+    _db(p)
+    p.add_argument("task", type=int, help="task id")
+    p.add_argument("--count", type=int, required=True, help="items counted in the bin")
+    p.add_argument("--reason-code", default=None,
+                   help="why the count differs from the record (needed when it does)")
+    p.add_argument("--by", required=True, help="who counted")
+    p.add_argument("--note", default=None, help="free text")
+    p.set_defaults(func=_resolve)
+
+    token = sub.add_parser("token", formatter_class=formatter, help="API tokens for writes")
+    tsub = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
+    p = tsub.add_parser("create", formatter_class=formatter, help="make a token (shown once)")
+    _db(p)
+    p.add_argument("name", help="who or what uses it, e.g. 'robot-fleet-3' or 'alice'")
+    p.set_defaults(func=_token_create)
+    p = tsub.add_parser("list", formatter_class=formatter, help="list tokens (names only)")
+    _db(p)
+    p.set_defaults(func=_token_list)
+    p = tsub.add_parser("revoke", formatter_class=formatter, help="revoke every token of a name")
+    _db(p)
+    p.add_argument("name")
+    p.set_defaults(func=_token_revoke)
+
+    p = commands.add_parser(
+        "reconcile", formatter_class=formatter,
+        help="count bin photos and confirm, flag or queue each bin's record",
+        description="Predict every photo under --input (a folder, an ABID dataset, a manifest or "
+                    "s3://bucket/prefix; a photo's bin is its file name without the suffix), judge "
+                    "it against the bin's record with the policy, and write observations and audit "
+                    "tasks in transactional batches. Rerunning over the same photos adds nothing; "
+                    "a run killed half-way and rerun ends as one clean run does.",
+        epilog="example:\n  binventory reconcile --model runs/m/model.pt --policy runs/m/policy.json "
+               "--input data/abid")
+    p.add_argument("--model", type=Path, required=True, help="counting model artifact (model.pt)")
+    p.add_argument("--input", required=True, help="folder, manifest .parquet or s3://bucket/prefix")
+    p.add_argument("--policy", type=Path, default=None,
+                   help="thresholds from 'binventory inventory calibrate' (default: uncalibrated, "
+                        "conservative blind thresholds)")
+    _db(p)
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference engine")
+    p.add_argument("--batch-size", type=int, default=32, help="photos per model call and per transaction")
+    p.add_argument("--workers", type=int, default=4, help="threads reading and decoding photos")
+    p.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint (unset: AWS)")
+    p.set_defaults(func=_reconcile)
+
+
+def _open(args):
+    from binventory.inventory.db import Database
+    return Database.open(args.db)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from binventory.inventory.db import current_revision, downgrade, head_revision, make_engine, upgrade
+
+    engine = make_engine(args.db)
+    before = current_revision(engine)
+    if args.revision == "base" or (before and args.revision not in ("head", head_revision()) and
+                                   args.revision < before):
+        downgrade(engine, args.revision)
+    else:
+        upgrade(engine, args.revision)
+    print(f"{engine.url.render_as_string(hide_password=True)}: {before or 'empty'} -> "
+          f"{current_revision(engine) or 'empty'}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from binventory.inventory.importer import import_abid
+
+    report = import_abid(_open(args), args.path, workers=args.workers)
+    print(report.describe())
+    return 0
+
+
+def print_status(db) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from binventory.inventory.views import overview
+
+    with db.reader() as session:
+        o = overview(session)
+    judged = sum(o["decisions"].values())
+    table = Table(title=f"inventory: {o['bins']:,} bins, {o['bins_observed']:,} observed")
+    table.add_column("latest decision")
+    table.add_column("bins", justify="right")
+    table.add_column("share", justify="right")
+    for name, label in (("confirm", "confirmed"), ("flag", "flagged (discrepancy)"), ("review", "in review")):
+        n = o["decisions"][name]
+        table.add_row(label, f"{n:,}", f"{n / judged:.1%}" if judged else "-")
+    console = Console()
+    console.print(table)
+    t = o["tasks"]
+    console.print(f"audit tasks: {t['open']:,} open, {t['in_progress']:,} in progress, "
+                  f"{t['resolved']:,} resolved, {t['cancelled']:,} cancelled; "
+                  f"ledger: {o['adjustments']:,} adjustments")
+    if o["model"]:
+        policy = o["model"]["policy"] or {}
+        console.print(f"model {o['model']['version']}: t_confirm={policy.get('t_confirm', '?'):.3g}, "
+                      f"t_flag={policy.get('t_flag', '?'):.3g} "
+                      f"({policy.get('verifier', {}).get('kind', '?')} verifier)")
+
+
+def _status(args: argparse.Namespace) -> int:
+    print_status(_open(args))
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from binventory.inventory.audit import list_tasks
+
+    with _open(args).reader() as session:
+        rows, total = list_tasks(session, status=None if args.status == "all" else args.status,
+                                 bin_code=args.bin, limit=args.limit)
+        print(f"{total:,} tasks ({args.status}); highest priority first")
+        print(f"{'id':>6} {'bin':<16} {'status':<12} {'reason':<7} {'priority':>8} "
+              f"{'expected':>8} {'predicted':>9}")
+        for t in rows:
+            print(f"{t.id:>6} {t.bin.code:<16} {t.status:<12} {t.reason:<7} {t.priority:>8.3f} "
+                  f"{t.expected_quantity!s:>8} {t.predicted_count!s:>9}")
+    return 0
+
+
+def _claim(args: argparse.Namespace) -> int:
+    from binventory.inventory.audit import claim
+
+    with _open(args).session() as session:
+        task = claim(session, args.task, args.assignee)
+        print(f"task {task.id} (bin {task.bin.code}) is in progress with {task.assignee}")
+    return 0
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    from binventory.inventory.audit import resolve
+
+    with _open(args).session() as session:
+        task, adjustments = resolve(session, args.task, counted_quantity=args.count, actor=args.by,
+                                    reason_code=args.reason_code, note=args.note)
+        print(f"task {task.id} (bin {task.bin.code}) resolved: counted {args.count}")
+        for a in adjustments:
+            print(f"  ledger: {a.sku.asin} {a.quantity_before} -> {a.quantity_after} "
+                  f"({a.delta:+d}, {a.reason_code})")
+        if not adjustments:
+            print("  the count agrees with the record: no adjustment")
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from binventory.inventory.tokens import create_token
+
+    with _open(args).session() as session:
+        token = create_token(session, args.name)
+    print(token)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from binventory.inventory.tokens import list_tokens
+
+    with _open(args).reader() as session:
+        for t in list_tokens(session):
+            state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "live"
+            print(f"{t.id:>4} {t.name:<32} created {t.created_at:%Y-%m-%d %H:%M} {state}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from binventory.inventory.tokens import revoke_tokens
+
+    with _open(args).session() as session:
+        n = revoke_tokens(session, args.name)
+    if not n:
+        raise BinventoryError(f"no live token named {args.name!r}")
+    print(f"revoked {n} token(s) of {args.name!r}")
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from binventory.inventory.policy import Policy
+    from binventory.inventory.reconcile import reconcile
+    from binventory.serving.predictor import Predictor
+
+    if args.batch_size < 1 or args.workers < 1:
+        raise BinventoryError("--batch-size and --workers must be at least 1")
+    predictor = Predictor.load(args.model, backend=args.backend)
+    policy = Policy.load(args.policy) if args.policy else Policy.default()
+    if policy.model_version and policy.model_version != predictor.version:
+        raise BinventoryError(f"the policy was calibrated for model {policy.model_version!r}, not "
+                              f"{predictor.version!r}: calibrate it for this model")
+    db = _open(args)
+    report = reconcile(db, predictor, policy, args.input, model_path=str(args.model),
+                       batch_size=args.batch_size, workers=args.workers,
+                       endpoint_url=args.s3_endpoint_url)
+    print(report.describe())
+    print_status(db)
+    return 0

@@ -1,0 +1,157 @@
+"""``binventory inventory import-abid``: bins, SKUs and expected quantities from ABID metadata.
+
+Bulk and idempotent. A bin is known by its code, the metadata file's id. SKUs are upserted by
+ASIN (name, dimensions and weight follow the newest record). A bin's contents are loaded only when
+the bin is new: once a bin is in the inventory, its quantities change through audits and the
+ledger, never by re-importing, so rerunning an import changes nothing.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from tqdm import tqdm
+
+from binventory import BinventoryError
+from binventory.data.abid import BinRecord, read_metadata
+from binventory.inventory.db import Database
+from binventory.inventory.models import Bin, BinContent, Sku, utcnow
+
+CHUNK = 20_000     # records per transaction
+LOOKUP = 5_000     # ids per IN (...) query: well under SQLite's and PostgreSQL's parameter limits
+
+
+@dataclass
+class ImportReport:
+    files: int = 0
+    bins_added: int = 0
+    bins_existing: int = 0
+    skus_upserted: int = 0
+    contents_added: int = 0
+    inconsistent: int = 0          # EXPECTED_QUANTITY differs from the sum of SKU quantities
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def describe(self) -> str:
+        lines = [f"{self.files:,} metadata files: {self.bins_added:,} bins added, "
+                 f"{self.bins_existing:,} already in the inventory (left as they are), "
+                 f"{self.skus_upserted:,} SKU records, {self.contents_added:,} bin lines"]
+        if self.inconsistent:
+            lines.append(f"{self.inconsistent:,} records whose EXPECTED_QUANTITY differs from the "
+                         "sum of their SKU quantities (the SKU quantities are kept)")
+        if self.errors:
+            lines.append(f"{len(self.errors):,} files skipped:")
+            lines += [f"  {name}: {reason}" for name, reason in self.errors[:10]]
+            if len(self.errors) > 10:
+                lines.append(f"  ... and {len(self.errors) - 10:,} more")
+        return "\n".join(lines)
+
+
+def metadata_files(path: str | Path) -> list[Path]:
+    """The JSON records of an ABID dataset folder (its metadata/ folder) or of a folder of JSON."""
+    path = Path(path)
+    folder = path / "metadata" if (path / "metadata").is_dir() else path
+    if not folder.is_dir():
+        raise BinventoryError(f"metadata folder not found: {path} (expected an ABID dataset "
+                              "with metadata/<id>.json, or a folder of such files)")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise BinventoryError(f"no metadata (*.json) in {folder}")
+    return files
+
+
+def _read(path: Path) -> BinRecord | tuple[str, str]:
+    try:
+        return read_metadata(path)
+    except (OSError, ValueError) as e:
+        return (path.name, str(e))
+
+
+def _upsert(db: Database, table):
+    return (postgresql.insert if db.dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _ids(session, column, key, values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for start in range(0, len(values), LOOKUP):
+        chunk = values[start:start + LOOKUP]
+        out.update((k, v) for k, v in session.execute(select(key, column).where(key.in_(chunk))))
+    return out
+
+
+def _write_chunk(db: Database, records: list[BinRecord], report: ImportReport) -> None:
+    skus: dict[str, dict] = {}
+    for record in records:
+        for s in record.skus:
+            skus[s.asin] = {"asin": s.asin, "name": s.name, "length": s.length, "width": s.width,
+                            "height": s.height, "weight": s.weight}
+    with db.session() as session:
+        if skus:
+            stmt = _upsert(db, Sku)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["asin"],
+                set_={c: stmt.excluded[c] for c in ("name", "length", "width", "height", "weight")})
+            session.execute(stmt, list(skus.values()))
+        report.skus_upserted += len(skus)
+        codes = [r.image_id for r in records]
+        existing = _ids(session, Bin.id, Bin.code, codes)
+        new = [r for r in records if r.image_id not in existing]
+        report.bins_existing += len(records) - len(new)
+        if not new:
+            return
+        now = utcnow()
+        session.execute(insert(Bin), [{"code": r.image_id, "created_at": now} for r in new])
+        bin_ids = _ids(session, Bin.id, Bin.code, [r.image_id for r in new])
+        sku_ids = _ids(session, Sku.id, Sku.asin, sorted({s.asin for r in new for s in r.skus}))
+        lines: dict[tuple[int, int], int] = {}
+        for r in new:
+            for s in r.skus:
+                key = (bin_ids[r.image_id], sku_ids[s.asin])
+                lines[key] = lines.get(key, 0) + s.quantity
+        if lines:
+            session.execute(insert(BinContent), [{"bin_id": b, "sku_id": k, "quantity": q}
+                                                 for (b, k), q in lines.items()])
+        report.bins_added += len(new)
+        report.contents_added += len(lines)
+
+
+def import_abid(db: Database, path: str | Path, *, workers: int | None = None,
+                progress: bool = True) -> ImportReport:
+    """Load every metadata file under ``path`` into the inventory; see the module docstring."""
+    files = metadata_files(path)
+    report = ImportReport(files=len(files))
+    workers = workers or min(8, os.cpu_count() or 1)
+    bar = tqdm(total=len(files), unit="bin", desc="import", disable=not progress)
+    with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool:
+        pending: list[BinRecord] = []
+        for result in pool.map(_read, files, chunksize=512):
+            bar.update()
+            if isinstance(result, tuple):
+                report.errors.append(result)
+                continue
+            if result.expected_quantity != result.sku_quantity_sum:
+                report.inconsistent += 1
+            pending.append(result)
+            if len(pending) >= CHUNK:
+                _write_chunk(db, pending, report)
+                pending = []
+        if pending:
+            _write_chunk(db, pending, report)
+    bar.close()
+    return report
+
+
+class _Inline:
+    """A stand-in for a process pool when one worker is asked for."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, items, chunksize=1):
+        return map(fn, items)

@@ -1,0 +1,119 @@
+"""Read models for the API, the CLI and the dashboard: pages of bins, a bin's detail, the queue's
+and the inventory's state in numbers. Each is a few SQL queries, whatever the number of bins."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from binventory.inventory import audit
+from binventory.inventory.models import (ACTIVE_STATUSES, DECISIONS, TASK_STATUSES, Adjustment, AuditTask,
+                                         Bin, BinContent, Model, Observation)
+
+
+def observation_dict(o: Observation) -> dict:
+    return {"id": o.id, "bin": o.bin.code, "image_uri": o.image_uri, "image_sha256": o.image_sha256,
+            "captured_at": o.captured_at.isoformat(), "model_version": o.model_version,
+            "predicted_count": o.predicted_count, "probabilities": o.probabilities,
+            "expected_quantity": o.expected_quantity, "decision": o.decision,
+            "score": round(o.score, 6)}
+
+
+def task_dict(t: AuditTask) -> dict:
+    return {"id": t.id, "bin": t.bin.code, "status": t.status, "priority": round(t.priority, 6),
+            "reason": t.reason, "observation_id": t.observation_id,
+            "predicted_count": t.predicted_count, "expected_quantity": t.expected_quantity,
+            "variance": t.variance, "assignee": t.assignee, "counted_quantity": t.counted_quantity,
+            "reason_code": t.reason_code, "note": t.note, "resolved_by": t.resolved_by,
+            "resolved_at": t.resolved_at.isoformat() if t.resolved_at else None,
+            "created_at": t.created_at.isoformat()}
+
+
+def _expected():
+    return (select(BinContent.bin_id, func.sum(BinContent.quantity).label("expected"))
+            .group_by(BinContent.bin_id).subquery())
+
+
+def _latest():
+    return (select(Observation.bin_id, func.max(Observation.id).label("obs_id"))
+            .group_by(Observation.bin_id).subquery())
+
+
+def bin_page(session: Session, q: str | None = None, limit: int = 50, offset: int = 0) -> dict:
+    """Bins by code (``q``: code prefix), with expected quantity, last decision and active task."""
+    expected, latest = _expected(), _latest()
+    active = (select(AuditTask.bin_id, AuditTask.id.label("task_id"), AuditTask.status)
+              .where(AuditTask.status.in_(ACTIVE_STATUSES)).subquery())
+    query = (select(Bin.code, func.coalesce(expected.c.expected, 0), Observation.decision,
+                    Observation.predicted_count, Observation.captured_at, active.c.task_id,
+                    active.c.status)
+             .outerjoin(expected, expected.c.bin_id == Bin.id)
+             .outerjoin(latest, latest.c.bin_id == Bin.id)
+             .outerjoin(Observation, Observation.id == latest.c.obs_id)
+             .outerjoin(active, active.c.bin_id == Bin.id))
+    count = select(func.count(Bin.id))
+    if q:
+        query, count = query.where(Bin.code.startswith(q)), count.where(Bin.code.startswith(q))
+    rows = session.execute(query.order_by(Bin.code).limit(limit).offset(offset))
+    return {"total": session.scalar(count), "bins": [
+        {"bin": code, "expected_quantity": int(exp), "last_decision": decision,
+         "last_predicted_count": predicted,
+         "last_observed_at": seen.isoformat() if seen else None, "active_task_id": task_id,
+         "active_task_status": status}
+        for code, exp, decision, predicted, seen, task_id, status in rows]}
+
+
+def bin_detail(session: Session, code: str) -> dict:
+    found = audit.get_bin(session, code)
+    active = session.scalar(select(AuditTask).where(AuditTask.bin_id == found.id,
+                                                    AuditTask.status.in_(ACTIVE_STATUSES)))
+    contents = [{"sku": c.sku.asin, "name": c.sku.name, "quantity": c.quantity,
+                 "length": c.sku.length, "width": c.sku.width, "height": c.sku.height,
+                 "weight": c.sku.weight} for c in found.contents]
+    return {"bin": found.code, "expected_quantity": sum(c["quantity"] for c in contents),
+            "contents": contents, "active_task": task_dict(active) if active else None}
+
+
+def overview(session: Session) -> dict:
+    """The inventory in numbers: bins, their latest decisions, the queue, the ledger, the model."""
+    latest = _latest()
+    decisions = dict(session.execute(
+        select(Observation.decision, func.count()).join(latest, latest.c.obs_id == Observation.id)
+        .group_by(Observation.decision)).all())
+    tasks = dict(session.execute(select(AuditTask.status, func.count()).group_by(AuditTask.status)).all())
+    model = session.scalar(select(Model).order_by(Model.last_used_at.desc()).limit(1))
+    return {
+        "bins": session.scalar(select(func.count(Bin.id))),
+        "bins_observed": session.scalar(select(func.count()).select_from(latest)),
+        "observations": session.scalar(select(func.count(Observation.id))),
+        "decisions": {d: int(decisions.get(d, 0)) for d in DECISIONS},
+        "tasks": {s: int(tasks.get(s, 0)) for s in TASK_STATUSES},
+        "adjustments": session.scalar(select(func.count(Adjustment.id))),
+        "model": None if model is None else {"version": model.version, "path": model.path,
+                                             "metrics": model.metrics, "policy": model.policy},
+    }
+
+
+def record_accuracy_by_day(session: Session, days: int = 30) -> list[dict]:
+    """Inventory record accuracy per day: of the bins verified that day (a photo confirmed the
+    record, or a person recounted), the share whose record was right."""
+    per_day: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # day -> [right, verified]
+    confirmed = session.execute(
+        select(func.date(Observation.captured_at), func.count())
+        .where(Observation.decision == "confirm").group_by(func.date(Observation.captured_at)))
+    for day, n in confirmed:
+        per_day[str(day)][0] += n
+        per_day[str(day)][1] += n
+    resolved = session.execute(
+        select(func.date(AuditTask.resolved_at), AuditTask.counted_quantity == AuditTask.expected_quantity,
+               func.count())
+        .where(AuditTask.status == "resolved")
+        .group_by(func.date(AuditTask.resolved_at),
+                  AuditTask.counted_quantity == AuditTask.expected_quantity))
+    for day, agreed, n in resolved:
+        per_day[str(day)][0] += n if agreed else 0
+        per_day[str(day)][1] += n
+    out = [{"day": day, "verified": v, "right": r, "accuracy": r / v}
+           for day, (r, v) in sorted(per_day.items()) if v]
+    return out[-days:]

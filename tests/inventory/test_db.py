@@ -1,0 +1,60 @@
+"""Migrations up and down, on SQLite and PostgreSQL, and the database's own guarantees."""
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from binventory import BinventoryError
+from binventory.inventory.db import Database, current_revision, downgrade, head_revision, make_engine, upgrade
+
+TABLES = {"sku", "bin", "bin_content", "model", "observation", "audit_task", "adjustment", "api_token"}
+
+
+def test_migrations_up_down_up(db_url):
+    engine = make_engine(db_url)
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert TABLES <= set(inspect(engine).get_table_names())
+    downgrade(engine, "base")
+    assert current_revision(engine) is None
+    assert not TABLES & set(inspect(engine).get_table_names())
+    upgrade(engine)  # a second upgrade after a downgrade works: the downgrade left nothing behind
+    assert TABLES <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_open_without_migrate_refuses_an_old_schema(db_url):
+    with pytest.raises(BinventoryError, match="inventory migrate"):
+        Database.open(db_url, migrate=False)
+
+
+def _ledger_row(db):
+    with db.session() as s:
+        s.execute(text("INSERT INTO bin (id, code, created_at) VALUES (1, 'b1', CURRENT_TIMESTAMP)"))
+        s.execute(text("INSERT INTO sku (id, asin, name) VALUES (1, 'A1', 'x')"))
+        s.execute(text("INSERT INTO adjustment (bin_id, sku_id, delta, quantity_before, quantity_after, "
+                       "reason_code, actor, created_at) VALUES (1, 1, -1, 3, 2, 'miscount', 'me', "
+                       "CURRENT_TIMESTAMP)"))
+
+
+@pytest.mark.parametrize("statement", ["UPDATE adjustment SET delta = 5", "DELETE FROM adjustment"])
+def test_ledger_is_append_only(db, statement):
+    _ledger_row(db)
+    with pytest.raises(DBAPIError, match="append-only"):
+        with db.session() as s:
+            s.execute(text(statement))
+    with db.session() as s:
+        assert s.execute(text("SELECT delta FROM adjustment")).scalar_one() == -1
+
+
+def test_negative_quantities_are_refused(db):
+    _ledger_row(db)
+    with pytest.raises(IntegrityError):
+        with db.session() as s:
+            s.execute(text("INSERT INTO bin_content (bin_id, sku_id, quantity) VALUES (1, 1, -2)"))
+
+
+def test_bad_url_is_a_clear_error():
+    with pytest.raises(BinventoryError, match="not a database URL"):
+        make_engine("nonsense")
+    with pytest.raises(BinventoryError, match="unsupported database"):
+        make_engine("mysql://u@h/db")
