@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import signal
@@ -18,19 +17,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 from binventory.cli import main
-from binventory.data.preprocess import Preprocess
-from binventory.model.artifact import save_artifact
-from binventory.model.classes import CountClasses
-from binventory.model.factory import create_model
 from binventory.serving.batching import BatcherStopped, MicroBatcher
 from binventory.serving.predictor import Predictor
 from binventory.serving.service import Settings, create_app
 from tests.s3 import fill_public_bucket, moto_server
 from tests.conftest import bomb_jpeg, jpeg_bytes
+from tests.tiny import image_bytes, save_tiny_model
 
 with warnings.catch_warnings():  # starlette asks for httpx2; the project tests with httpx
     warnings.filterwarnings("ignore", message=".*httpx2")
@@ -41,35 +35,9 @@ BODY_LIMIT = 64 * 1024
 BUCKET = "bins"
 
 
-def image_bytes(seed: int, fmt: str = "JPEG") -> bytes:
-    """A small photo-like image whose colour depends on the seed (so counts differ by image)."""
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(rng.integers(0, 256, 3) + rng.normal(0, 40, (30, 40, 3)), 0, 255)
-    buf = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buf, fmt)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("mobilenet_v2", 7, weights="none")
-    preprocess = Preprocess(image_size=32)
-    # Freshly initialized batch norm squashes the differences between images to ~1e-9, so every
-    # image would get the same probabilities and a mixed-up batch could not be noticed.
-    # Statistics from one pass over photo-like images keep the outputs image-dependent.
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, torch.nn.BatchNorm2d):
-                bn.reset_running_stats()
-                bn.momentum = None
-        model.train()
-        model(torch.stack([preprocess(image_bytes(1000 + i)) for i in range(32)]))
-        model.eval()
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_artifact(path, model, classes=CountClasses(0, 5, True), preprocess=preprocess,
-                  temperature=1.3, version="test-v1")
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 @pytest.fixture(scope="module")

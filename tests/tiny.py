@@ -1,0 +1,44 @@
+"""A tiny counting model and photo-like images, for tests that need a real Predictor."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from binventory.data.preprocess import Preprocess
+from binventory.model.artifact import save_artifact
+from binventory.model.classes import CountClasses
+from binventory.model.factory import create_model
+
+
+def image_bytes(seed: int, fmt: str = "JPEG") -> bytes:
+    """A small photo-like image whose colour depends on the seed (so counts differ by image)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.integers(0, 256, 3) + rng.normal(0, 40, (30, 40, 3)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def save_tiny_model(path: Path, version: str = "test-v1") -> Path:
+    """An untrained MobileNetV2 on 32 px images, classes 0..5 and 6+."""
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", 7, weights="none")
+    preprocess = Preprocess(image_size=32)
+    # Freshly initialized batch norm squashes the differences between images to ~1e-9, so every
+    # image would get the same probabilities and a mixed-up batch could not be noticed.
+    # Statistics from one pass over photo-like images keep the outputs image-dependent.
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.reset_running_stats()
+                bn.momentum = None
+        model.train()
+        model(torch.stack([preprocess(image_bytes(1000 + i)) for i in range(32)]))
+        model.eval()
+    save_artifact(path, model, classes=CountClasses(0, 5, True), preprocess=preprocess,
+                  temperature=1.3, version=version)
+    return path
