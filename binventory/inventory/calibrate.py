@@ -1,0 +1,356 @@
+"""Calibrating the decision policy on validation data: ``binventory inventory calibrate``.
+
+1. Count every image of a manifest split with the model (calibrated probabilities).
+2. Each image's metadata gives the right record; copies with one injected error (one SKU line's
+   quantity moved by +-1..+-3, never below 0; a phantom line in an empty bin) give wrong ones,
+   ``n_wrong`` variants per image so that a 1% false-confirm rate can be estimated.
+3. The record verifier is fitted with K-fold cross-fitting grouped by image: every validation
+   score used to pick thresholds comes from a model that never saw that image. The shipped
+   verifier is then refitted on all of them.
+4. Thresholds, per verifier, from those scores:
+   - t_confirm: the lowest threshold at which the share of WRONG records confirmed (the
+     false-confirm rate) is <= the target;
+   - t_flag: the highest threshold at which <= ``max_flag_right`` (5%) of RIGHT records are
+     flagged, so a flag is a strong signal and audit tasks are mostly real discrepancies; bins in
+     between go to review.
+5. ``--verifier auto`` keeps the verifier that confirms more right records at the target.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from binventory import BinventoryError
+from binventory.inventory.policy import Policy
+from binventory.inventory.verify import (BlindVerifier, ItemRecord, RecordVerifier, features,
+                                         p_expected)
+from binventory.model.classes import CountClasses
+
+log = logging.getLogger(__name__)
+
+VERIFIERS = ("auto", "blind", "record")
+N_WRONG = 8          # wrong variants per validation image
+FOLDS = 5
+MAX_FLAG_RIGHT = 0.05
+MIN_IMAGES = 30      # fewer validation images than this: no record verifier (blind only)
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def item_records(record) -> list[ItemRecord]:
+    """A ``binventory.data.abid.BinRecord``'s SKU lines as ItemRecords."""
+    return [ItemRecord(int(s.quantity), s.length, s.width, s.height, s.weight) for s in record.skus]
+
+
+@dataclass
+class Sample:
+    """Images of one split with their predictions and right records."""
+    ids: list[str]
+    probs: np.ndarray                 # N x K calibrated probabilities
+    expected: np.ndarray              # N, the right expected quantity (EXPECTED_QUANTITY)
+    records: list[list[ItemRecord]]   # N, the right SKU lines
+    classes: CountClasses
+    model_version: str | None = None
+
+
+def load_images(manifest: str | Path, split: str):
+    """(root, rows) of a manifest's valid images in ``split``."""
+    from binventory.data.manifest import dataset_root, read_manifest
+
+    df, meta = read_manifest(manifest)
+    if "split" not in df.columns:
+        raise BinventoryError(f"{manifest} has no split column: run 'binventory data split' first")
+    rows = df[(df.status == "ok") & (df.split == split)].sort_values("image_id")
+    if rows.empty:
+        raise BinventoryError(f"{manifest} has no valid images in split {split!r}")
+    return dataset_root(meta, manifest), rows
+
+
+def predict_paths(predictor, paths: Sequence[Path], batch_size: int = 64,
+                  progress: bool = True) -> np.ndarray:
+    """Calibrated probabilities for image files, in batches (decoding on a few threads)."""
+    from tqdm import tqdm
+
+    out = []
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
+    with ThreadPoolExecutor(4) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            images = np.stack(list(pool.map(predictor.preprocess.load, chunk)))
+            out.append(predictor.predict_arrays(images))
+            bar.update(len(chunk))
+    bar.close()
+    return np.concatenate(out) if out else np.zeros((0, predictor.classes.num_classes))
+
+
+def load_sample(model: str | Path, manifest: str | Path, split: str, batch_size: int = 64,
+                progress: bool = True) -> Sample:
+    from binventory.data.abid import read_metadata
+    from binventory.serving.predictor import Predictor
+
+    root, rows = load_images(manifest, split)
+    predictor = Predictor.load(model)
+    metas = [read_metadata(root / p, i) for i, p in zip(rows.image_id, rows.metadata_path)]
+    probs = predict_paths(predictor, [root / p for p in rows.image_path], batch_size, progress)
+    return Sample(ids=list(rows.image_id), probs=probs,
+                  expected=np.array([m.expected_quantity for m in metas]),
+                  records=[item_records(m) for m in metas], classes=predictor.classes,
+                  model_version=predictor.version)
+
+
+# ---- injected errors -------------------------------------------------------------------------
+
+DELTAS = (-3, -2, -1, 1, 2, 3)
+
+
+def inject_error(lines: Sequence[ItemRecord], expected: int, rng: np.random.Generator,
+                 donors: Sequence[Sequence[ItemRecord]] = ()) -> tuple[list[ItemRecord], int]:
+    """A copy of a record with one SKU line's quantity moved by +-1..+-3 (never below 0).
+
+    An empty record gets a phantom line (dimensions borrowed from a random donor line) of 1-3.
+    Returns the wrong lines and the wrong expected quantity.
+    """
+    lines = list(lines)
+    if not lines:
+        pool = [line for d in donors for line in d]
+        donor = pool[rng.integers(len(pool))] if pool else ItemRecord(0)
+        q = int(rng.integers(1, 4))
+        return [ItemRecord(q, donor.length, donor.width, donor.height, donor.weight)], expected + q
+    k = int(rng.integers(len(lines)))
+    line = lines[k]
+    deltas = [d for d in DELTAS if line.quantity + d >= 0 and expected + d >= 0]
+    d = int(deltas[rng.integers(len(deltas))])
+    lines[k] = ItemRecord(line.quantity + d, line.length, line.width, line.height, line.weight)
+    return lines, expected + d
+
+
+def variants(expected: Sequence[int], records: Sequence[Sequence[ItemRecord]], n_wrong: int,
+             rng: np.random.Generator):
+    """Every image's right record plus ``n_wrong`` wrong copies.
+
+    Returns (image index, expected, records, right) over all variants.
+    """
+    index, exp, recs, right = [], [], [], []
+    for i, (e, lines) in enumerate(zip(expected, records)):
+        index.append(i), exp.append(int(e)), recs.append(list(lines)), right.append(1)
+        for _ in range(n_wrong):
+            wrong_lines, wrong_e = inject_error(lines, int(e), rng, records)
+            index.append(i), exp.append(wrong_e), recs.append(wrong_lines), right.append(0)
+    return np.array(index, dtype=np.int64), np.array(exp), recs, np.array(right)
+
+
+def with_errors(expected: Sequence[int], records: Sequence[Sequence[ItemRecord]],
+                error_rate: float, rng: np.random.Generator):
+    """An inventory where a share ``error_rate`` of the bins carry one injected error.
+
+    Returns (expected, records, right) with one entry per bin.
+    """
+    n = len(expected)
+    wrong = np.zeros(n, dtype=bool)
+    wrong[rng.choice(n, size=int(round(error_rate * n)), replace=False)] = True
+    exp, recs = [], []
+    for i, (e, lines) in enumerate(zip(expected, records)):
+        if wrong[i]:
+            lines, e = inject_error(lines, int(e), rng, records)
+        exp.append(int(e)), recs.append(list(lines))
+    return np.array(exp), recs, (~wrong).astype(int)
+
+
+# ---- thresholds and rates --------------------------------------------------------------------
+
+def pick_t_confirm(scores: np.ndarray, right: np.ndarray, target_fcr: float) -> float:
+    """The lowest threshold t with share(wrong records with score >= t) <= target_fcr."""
+    wrong = np.sort(np.asarray(scores)[np.asarray(right) == 0])[::-1]
+    if len(wrong) == 0:
+        return float(np.min(scores)) if len(scores) else 1.0
+    allowed = int(math.floor(target_fcr * len(wrong) + 1e-9))
+    if allowed >= len(wrong):
+        return 0.0
+    # Confirm strictly above the (allowed+1)-th highest wrong score.
+    return float(np.nextafter(wrong[allowed], np.inf))
+
+
+def pick_t_flag(scores: np.ndarray, right: np.ndarray, max_flag_right: float = MAX_FLAG_RIGHT
+                ) -> float:
+    """The highest threshold t with share(right records with score <= t) <= max_flag_right."""
+    good = np.sort(np.asarray(scores)[np.asarray(right) == 1])
+    if len(good) == 0:
+        return 0.0
+    allowed = int(math.floor(max_flag_right * len(good) + 1e-9))
+    if allowed >= len(good):
+        return float(good[-1])
+    return max(float(np.nextafter(good[allowed], -np.inf)), 0.0)
+
+
+def rates(scores: np.ndarray, right: np.ndarray, t_confirm: float, t_flag: float) -> dict:
+    scores, right = np.asarray(scores), np.asarray(right).astype(bool)
+    confirm, flag = scores >= t_confirm, scores <= t_flag
+    review = ~confirm & ~flag
+    n_right, n_wrong = max(right.sum(), 1), max((~right).sum(), 1)
+    return {
+        "right": int(right.sum()), "wrong": int((~right).sum()),
+        "right_confirmed": float((confirm & right).sum() / n_right),
+        "false_confirm_rate": float((confirm & ~right).sum() / n_wrong),
+        "wrong_flagged_or_queued": float((~confirm & ~right).sum() / n_wrong),
+        "wrong_flagged": float((flag & ~right).sum() / n_wrong),
+        "right_flagged": float((flag & right).sum() / n_right),
+        "review_load": float(review.mean()) if len(scores) else 0.0,
+        "flag_load": float(flag.mean()) if len(scores) else 0.0,
+    }
+
+
+def thresholds(scores: np.ndarray, right: np.ndarray, target_fcr: float,
+               max_flag_right: float = MAX_FLAG_RIGHT) -> tuple[float, float]:
+    t_confirm = pick_t_confirm(scores, right, target_fcr)
+    t_flag = pick_t_flag(scores, right, max_flag_right)
+    if t_flag >= t_confirm:  # a weak verifier: keep the confirm rule, flag only below it
+        t_flag = max(float(np.nextafter(t_confirm, -np.inf)), 0.0) if t_confirm > 0 else 0.0
+        t_flag = min(t_flag, max(t_confirm - 1e-9, 0.0))
+    return t_confirm, t_flag
+
+
+# ---- fitting ---------------------------------------------------------------------------------
+
+def cross_fit_scores(x: np.ndarray, right: np.ndarray, groups: np.ndarray, *, model: str = "trees",
+                     folds: int = FOLDS, error_rate: float = 0.2, seed: int = 0,
+                     feature_names: Sequence[str] | None = None) -> np.ndarray:
+    """Out-of-fold record-verifier scores, folds grouped by image."""
+    rng = np.random.default_rng(seed)
+    unique = np.unique(groups)
+    fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % folds))
+    fold = np.array([fold_of[g] for g in groups])
+    out = np.zeros(len(x))
+    for f in range(folds):
+        test = fold == f
+        if not test.any():
+            continue
+        v = RecordVerifier.fit(x[~test], right[~test], model=model, error_rate=error_rate,
+                               seed=seed, feature_names=feature_names)
+        out[test] = 1.0 / (1.0 + np.exp(-np.clip(v.logit(x[test]), -40, 40)))
+    return out
+
+
+@dataclass
+class Candidate:
+    name: str
+    verifier: BlindVerifier | RecordVerifier
+    t_confirm: float
+    t_flag: float
+    rates: dict
+
+
+def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = 0.2,
+              verifier: str = "auto", seed: int = 0, n_wrong: int = N_WRONG, model: str = "trees",
+              max_flag_right: float = MAX_FLAG_RIGHT) -> tuple[Policy, list[Candidate]]:
+    """Fit and choose a policy on one sample; returns it and every candidate measured."""
+    if verifier not in VERIFIERS:
+        raise BinventoryError(f"--verifier must be one of {VERIFIERS}, got {verifier!r}")
+    if not 0 < target_fcr < 1 or not 0 < error_rate < 1:
+        raise BinventoryError("--target-fcr and --error-rate must lie strictly between 0 and 1")
+    rng = np.random.default_rng(seed)
+    index, expected, records, right = variants(sample.expected, sample.records, n_wrong, rng)
+    probs = sample.probs[index]
+    candidates: list[Candidate] = []
+
+    if verifier in ("auto", "blind"):
+        scores = p_expected(probs, sample.classes, expected)
+        tc, tf = thresholds(scores, right, target_fcr, max_flag_right)
+        candidates.append(Candidate("blind", BlindVerifier(), tc, tf, rates(scores, right, tc, tf)))
+
+    if verifier in ("auto", "record"):
+        n_images = len(sample.expected)
+        if n_images < MIN_IMAGES:
+            message = (f"only {n_images} validation images (need {MIN_IMAGES}): no record "
+                       "verifier, using the blind one")
+            if verifier == "record":
+                raise BinventoryError(message)
+            log.warning(message)
+        else:
+            x = features(probs, sample.classes, expected, records)
+            scores = cross_fit_scores(x, right, index, model=model, error_rate=error_rate,
+                                      seed=seed, folds=min(FOLDS, n_images))
+            tc, tf = thresholds(scores, right, target_fcr, max_flag_right)
+            fitted = RecordVerifier.fit(x, right, model=model, error_rate=error_rate, seed=seed)
+            candidates.append(Candidate("record", fitted, tc, tf, rates(scores, right, tc, tf)))
+
+    if not candidates:
+        candidates.append(Candidate("blind", BlindVerifier(), 1.0, 0.0, {}))
+    best = max(candidates, key=lambda c: c.rates.get("right_confirmed", 0.0))
+    stats = {"calibrated": True, "images": len(sample.expected), "wrong_variants_per_image": n_wrong,
+             "error_rate": error_rate, "seed": seed, "max_flag_right": max_flag_right,
+             "measured": {c.name: {"t_confirm": c.t_confirm, "t_flag": c.t_flag, **c.rates}
+                          for c in candidates}}
+    policy = Policy(best.verifier, best.t_confirm, best.t_flag, target_fcr, sample.model_version,
+                    stats)
+    return policy, candidates
+
+
+def print_table(candidates: Sequence[Candidate], chosen: str, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=max(Console().width, 110))
+    table = Table(title="verification on validation (record verifier: out-of-fold scores)")
+    for col in ("verifier", "t_confirm", "t_flag", "right confirmed", "false confirms",
+                "wrong flagged/queued", "right flagged", "review load"):
+        table.add_column(col, justify="right")
+    for c in candidates:
+        r = c.rates
+        table.add_row(c.name + (" *" if c.name == chosen else ""), f"{c.t_confirm:.4f}",
+                      f"{c.t_flag:.4f}", f"{r['right_confirmed']:.1%}",
+                      f"{r['false_confirm_rate']:.2%}", f"{r['wrong_flagged_or_queued']:.1%}",
+                      f"{r['right_flagged']:.1%}", f"{r['review_load']:.1%}")
+    console.print(table)
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+def add_parser(sub, formatter) -> None:
+    p = sub.add_parser(
+        "calibrate", formatter_class=formatter,
+        help="fit the record verifier and pick confirm/flag thresholds on validation data",
+        description="Count a manifest split's images, inject record errors into copies of their "
+                    "metadata (one SKU's quantity +-1..+-3, several wrong copies per image), fit "
+                    "the record verifier (cross-fitted by image) and pick t_confirm = the lowest "
+                    "threshold whose false-confirm rate (wrong records confirmed / wrong records) "
+                    f"is <= the target, and t_flag = the highest at which <= {MAX_FLAG_RIGHT:.0%} "
+                    "of right records are flagged. Writes the policy as JSON.",
+        epilog="example:\n  binventory inventory calibrate --model runs/m/model.pt "
+               "--manifest data/abid/manifest.parquet --out runs/m/policy.json")
+    p.add_argument("--model", type=Path, required=True, help="counting model artifact (model.pt)")
+    p.add_argument("--manifest", type=Path, required=True, help="manifest with a split column")
+    p.add_argument("--split", default="val", help="split to calibrate on (never the test split)")
+    p.add_argument("--target-fcr", type=float, default=0.01,
+                   help="highest share of wrong records that may be confirmed")
+    p.add_argument("--error-rate", type=float, default=0.2,
+                   help="share of records assumed wrong (sets the verifier's prior)")
+    p.add_argument("--verifier", choices=VERIFIERS, default="auto",
+                   help="auto = whichever confirms more right records at the target")
+    p.add_argument("--wrong-variants", type=int, default=N_WRONG,
+                   help="wrong copies of each image's record")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--seed", type=int, default=0, help="random seed (error injection, folds)")
+    p.add_argument("--out", type=Path, required=True, help="policy JSON to write")
+    p.set_defaults(func=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    if args.wrong_variants < 1:
+        raise BinventoryError("--wrong-variants must be at least 1")
+    sample = load_sample(args.model, args.manifest, args.split, args.batch_size)
+    policy, candidates = calibrate(sample, target_fcr=args.target_fcr, error_rate=args.error_rate,
+                                   verifier=args.verifier, seed=args.seed,
+                                   n_wrong=args.wrong_variants)
+    policy.stats.update(split=args.split, manifest=str(args.manifest))
+    policy.save(args.out)
+    print_table(candidates, policy.verifier.kind)
+    print(f"policy ({policy.verifier.kind} verifier, t_confirm={policy.t_confirm:.4f}, "
+          f"t_flag={policy.t_flag:.4f}) -> {args.out}")
+    return 0
