@@ -157,10 +157,10 @@ def _captured_at(source: str) -> datetime:
 def _seen(session: Session, version: str, keys: list[tuple[int, str]]) -> set[tuple[int, str]]:
     if not keys:
         return set()
-    return set(session.execute(
-        select(Observation.bin_id, Observation.image_sha256)
-        .where(Observation.model_version == version,
-               tuple_(Observation.bin_id, Observation.image_sha256).in_(keys))).tuples())
+    rows = session.execute(select(Observation.bin_id, Observation.image_sha256)
+                           .where(Observation.model_version == version,
+                                  tuple_(Observation.bin_id, Observation.image_sha256).in_(keys)))
+    return {(bin_id, sha) for bin_id, sha in rows}
 
 
 def reconcile(db: Database, predictor: Predictor, policy: Policy, inputs: str | Path, *,

@@ -1,0 +1,62 @@
+"""import-abid: bulk, idempotent, and never overwriting what audits changed."""
+import json
+
+import pytest
+from sqlalchemy import select
+
+from binventory import BinventoryError
+from binventory.cli import main
+from binventory.inventory.models import Bin, BinContent, Sku
+from tests.inventory.helpers import COUNTS, load, make_dataset, snapshot
+
+
+def test_import_loads_bins_skus_and_quantities(db, tmp_path):
+    root = make_dataset(tmp_path / "abid", images=False)
+    report = load(db, root)
+    assert (report.bins_added, report.bins_existing, report.errors) == (len(COUNTS), 0, [])
+    with db.reader() as s:
+        totals = {b.code: sum(c.quantity for c in b.contents) for b in s.scalars(select(Bin))}
+        sku = s.scalar(select(Sku).where(Sku.asin == "B00TEST000"))
+        assert (sku.length, sku.width, sku.height, sku.weight) == (4.0, 3.0, 2.0, 0.5)
+    assert totals == COUNTS
+
+
+def test_import_twice_changes_nothing(db, tmp_path):
+    root = make_dataset(tmp_path / "abid", images=False)
+    load(db, root)
+    before = snapshot(db)
+    again = load(db, root)
+    assert (again.bins_added, again.bins_existing, again.contents_added) == (0, len(COUNTS), 0)
+    assert snapshot(db) == before
+
+
+def test_reimport_keeps_quantities_that_audits_changed(db, tmp_path):
+    root = make_dataset(tmp_path / "abid", images=False)
+    load(db, root)
+    with db.session() as s:
+        line = s.scalar(select(BinContent).join(Bin).where(Bin.code == "bin005").limit(1))
+        line.quantity += 4
+    changed = snapshot(db)
+    load(db, root)
+    assert snapshot(db) == changed
+
+
+def test_bad_files_are_reported_and_the_rest_imported(db, tmp_path):
+    root = make_dataset(tmp_path / "abid", images=False)
+    (root / "metadata" / "broken.json").write_text("{not json")
+    (root / "metadata" / "negative.json").write_text(json.dumps({"EXPECTED_QUANTITY": -1}))
+    report = load(db, root)
+    assert report.bins_added == len(COUNTS)
+    assert sorted(name for name, _ in report.errors) == ["broken.json", "negative.json"]
+    assert "broken.json" in report.describe()
+
+
+def test_missing_folder_is_a_clear_error(db, tmp_path):
+    with pytest.raises(BinventoryError, match="metadata folder not found"):
+        load(db, tmp_path / "nowhere")
+
+
+def test_cli_import_with_processes(db_url, tmp_path, capsys):
+    root = make_dataset(tmp_path / "abid", images=False)
+    assert main(["inventory", "import-abid", str(root), "--db", db_url, "--workers", "2"]) == 0
+    assert f"{len(COUNTS)} bins added" in capsys.readouterr().out
