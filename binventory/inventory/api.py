@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
@@ -79,8 +78,6 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
                                                 "header (binventory inventory token create)")
         return found.name
 
-    Writer = Annotated[str, Depends(writer)]
-
     @router.get("/bins", summary="Bins with their expected quantity and latest decision")
     def list_bins(q: str | None = None, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
         with db.reader() as session:
@@ -112,7 +109,7 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
                  summary="A robot uploads a photo of a bin and gets the decision",
                  openapi_extra={"requestBody": {"required": True, "content": {
                      t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES}}})
-    async def observe(code: str, request: Request, actor: Writer,
+    async def observe(code: str, request: Request, actor: str = Depends(writer),
                       captured_at: datetime | None = Query(None, description="when the photo was taken")):
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in IMAGE_TYPES:
@@ -185,12 +182,12 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
             return task_dict(_domain_errors(audit.get_task, session, task_id))
 
     @router.post("/audit-tasks/{task_id}/claim", summary="Take a task (open -> in_progress)")
-    def claim(task_id: int, body: ClaimRequest, actor: Writer):
+    def claim(task_id: int, body: ClaimRequest, actor: str = Depends(writer)):
         with db.session() as session:
             return task_dict(_domain_errors(audit.claim, session, task_id, body.assignee or actor))
 
     @router.post("/audit-tasks/{task_id}/resolve", summary="Record a recount; writes the ledger")
-    def resolve(task_id: int, body: ResolveRequest, actor: Writer):
+    def resolve(task_id: int, body: ResolveRequest, actor: str = Depends(writer)):
         with db.session() as session:
             task, adjustments = _domain_errors(
                 audit.resolve, session, task_id, counted_quantity=body.counted_quantity, actor=actor,
@@ -198,7 +195,7 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
             return {"task": task_dict(task), "adjustments": [_adjustment(a) for a in adjustments]}
 
     @router.post("/audit-tasks/{task_id}/cancel", summary="Drop a task without a recount")
-    def cancel(task_id: int, body: CancelRequest, actor: Writer):
+    def cancel(task_id: int, body: CancelRequest, actor: str = Depends(writer)):
         with db.session() as session:
             return task_dict(_domain_errors(audit.cancel, session, task_id, actor, body.note))
 

@@ -1,0 +1,141 @@
+"""The inventory API on the service app: reads, the robot's upload, the audit workflow, and every
+error path (401, 404, 409, 413, 415, 422), on SQLite and PostgreSQL."""
+import warnings
+
+import pytest
+
+from binventory.app import create_app
+from binventory.inventory.policy import Policy
+from binventory.inventory.tokens import create_token, revoke_tokens
+from binventory.inventory.verify import BlindVerifier
+from binventory.serving.predictor import Predictor
+from binventory.serving.service import Settings
+from tests.conftest import bomb_jpeg
+from tests.inventory.helpers import COUNTS, load, make_dataset
+from tests.tiny import image_bytes, save_tiny_model
+
+with warnings.catch_warnings():  # starlette asks for httpx2; the project tests with httpx
+    warnings.filterwarnings("ignore", message=".*httpx2")
+    from fastapi.testclient import TestClient
+
+LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    return Predictor.load(save_tiny_model(tmp_path_factory.mktemp("model") / "model.pt"))
+
+
+@pytest.fixture
+def api(db, tmp_path, predictor):
+    load(db, make_dataset(tmp_path / "abid", images=False))
+    with db.session() as s:
+        token = create_token(s, "robot-1")
+        create_token(s, "old")
+    # Flag everything the model is not sure of: each upload opens a task to work with.
+    policy = Policy(BlindVerifier(), t_confirm=0.99, t_flag=0.5)
+    app = create_app(predictor, Settings(max_body_bytes=LIMIT), db=db, policy=policy,
+                     image_dir=tmp_path / "photos")
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
+
+
+def upload(client, code="bin004", data=None, content_type="image/jpeg", headers=None):
+    return client.post(f"/v1/bins/{code}/observations", content=data or image_bytes(4),
+                       headers={"Content-Type": content_type, **(headers or {})})
+
+
+def test_a_robot_uploads_a_photo_and_gets_the_decision(api, tmp_path):
+    r = upload(api)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["bin"], body["expected_quantity"], body["decision"], body["duplicate"]) == \
+        ("bin004", 4, "flag", False)
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-3
+    assert body["task"]["status"] == "open" and body["task"]["variance"] == body["predicted_count"] - 4
+    assert api.get(f"/v1/observations/{body['id']}/image").content == image_bytes(4)
+    again = upload(api).json()
+    assert (again["id"], again["duplicate"]) == (body["id"], True)
+    history = api.get("/v1/bins/bin004/history").json()
+    assert [o["id"] for o in history["observations"]] == [body["id"]]
+    assert [t["id"] for t in history["tasks"]] == [body["task"]["id"]]
+
+
+def test_bins_and_bin_contents(api):
+    page = api.get("/v1/bins", params={"limit": 5, "offset": 5}).json()
+    assert page["total"] == len(COUNTS)
+    assert [b["bin"] for b in page["bins"]] == sorted(COUNTS)[5:10]
+    detail = api.get("/v1/bins/bin005").json()
+    assert detail["expected_quantity"] == 5
+    assert {c["sku"]: c["quantity"] for c in detail["contents"]} == {"B00TEST000": 3, "B00TEST001": 2}
+    assert api.get("/v1/bins", params={"q": "bin01"}).json()["total"] == 2
+
+
+def test_resolving_through_the_api_writes_the_ledger(api):
+    task = upload(api, "bin005").json()["task"]
+    r = api.post(f"/v1/audit-tasks/{task['id']}/claim", json={})
+    assert (r.status_code, r.json()["status"], r.json()["assignee"]) == (200, "in_progress", "robot-1")
+    r = api.post(f"/v1/audit-tasks/{task['id']}/resolve", json={"counted_quantity": 3,
+                                                                 "reason_code": "miscount"})
+    assert r.status_code == 200, r.text
+    assert [(a["sku"], a["delta"]) for a in r.json()["adjustments"]] == [("B00TEST000", -2)]
+    assert api.get("/v1/bins/bin005").json()["expected_quantity"] == 3
+    assert [a["delta"] for a in api.get("/v1/ledger", params={"bin": "bin005"}).json()] == [-2]
+    assert api.get("/v1/audit-tasks", params={"status": "resolved"}).json()["total"] == 1
+    again = api.post(f"/v1/audit-tasks/{task['id']}/resolve", json={"counted_quantity": 3,
+                                                                     "reason_code": "miscount"})
+    assert (again.status_code, again.json()["status"]) == (409, "conflict")
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}])
+def test_writes_without_a_valid_token_get_401(api, headers):
+    api.headers.pop("Authorization")
+    r = upload(api, headers=headers)
+    assert (r.status_code, r.json()["status"]) == (401, "unauthorized")
+    assert api.post("/v1/audit-tasks/1/claim", json={}, headers=headers).status_code == 401
+    assert api.get("/v1/bins/bin001").status_code == 200  # reads stay open
+
+
+def test_a_revoked_token_gets_401(api, db):
+    with db.session() as s:
+        revoke_tokens(s, "robot-1")
+    assert upload(api).status_code == 401
+
+
+@pytest.mark.parametrize("case, status, code", [
+    ("unknown_bin", 404, "not_found"), ("not_an_image", 415, "unsupported_media_type"),
+    ("corrupt", 422, "truncated"), ("bomb", 422, "decompression_bomb"), ("huge", 413, "too_large"),
+    ("png_lies", 415, "not_jpeg")])
+def test_bad_uploads_get_clear_4xx(api, db, case, status, code):
+    r = {"unknown_bin": lambda: upload(api, "nope"),
+         "not_an_image": lambda: upload(api, data=b"{}", content_type="application/json"),
+         "corrupt": lambda: upload(api, data=image_bytes(1)[:300]),
+         "bomb": lambda: upload(api, data=bomb_jpeg()),
+         "huge": lambda: upload(api, data=b"\xff\xd8" + b"0" * LIMIT),
+         "png_lies": lambda: upload(api, data=b"hello, not a jpeg", content_type="image/png")}[case]()
+    assert (r.status_code, r.json()["status"]) == (status, code), r.text
+    assert api.get("/v1/bins/bin004/observations").json() == []  # nothing written
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"counted_quantity": -1, "reason_code": "miscount"}, "invalid"),
+    ({"counted_quantity": 2, "reason_code": "because"}, "invalid"),
+    ({"counted_quantity": 2}, "invalid"),
+    ({"counted_quantity": "many"}, "invalid_request"),
+    ({}, "invalid_request")])
+def test_bad_resolutions_get_422(api, body, status):
+    task = upload(api).json()["task"]
+    r = api.post(f"/v1/audit-tasks/{task['id']}/resolve", json=body)
+    assert (r.status_code, r.json()["status"]) == (422, status), r.text
+    assert api.get(f"/v1/audit-tasks/{task['id']}").json()["status"] == "open"
+
+
+def test_unknown_things_get_404(api):
+    for method, url in [("get", "/v1/bins/nope"), ("get", "/v1/bins/nope/history"),
+                        ("get", "/v1/audit-tasks/999"), ("get", "/v1/observations/999/image"),
+                        ("post", "/v1/audit-tasks/999/claim"), ("get", "/v1/ledger?bin=nope")]:
+        r = api.request(method, url, json={} if method == "post" else None)
+        assert (r.status_code, r.json()["status"]) == (404, "not_found"), url
+    r = api.get("/v1/audit-tasks", params={"status": "bogus"})
+    assert (r.status_code, r.json()["status"]) == (422, "invalid")
