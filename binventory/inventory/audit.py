@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from binventory import BinventoryError
@@ -78,25 +78,40 @@ class Finding:
     expected_quantity: int
 
 
-def open_task(session: Session, bin_id: int, observation_id: int, finding: Finding) -> AuditTask:
-    """The bin's active task, updated with the newest evidence, or a new one."""
-    task = session.scalar(select(AuditTask).where(AuditTask.bin_id == bin_id,
-                                                  AuditTask.status.in_(ACTIVE_STATUSES)))
+def open_tasks(session: Session, findings: list[tuple[int, int, Finding]]) -> None:
+    """For each (bin id, observation id, finding), in order: update the bin's active task with
+    the newest evidence, or open one. Two statements per batch, however many findings."""
+    merged: dict[int, dict] = {}
+    active = {t.bin_id: t for t in session.execute(
+        select(AuditTask.bin_id, AuditTask.id, AuditTask.reason, AuditTask.priority)
+        .where(AuditTask.bin_id.in_({b for b, _, _ in findings}),
+               AuditTask.status.in_(ACTIVE_STATUSES)))}
+    for bin_id, observation_id, f in findings:
+        old = merged.get(bin_id)
+        if old is None and bin_id in active:
+            old = {"id": active[bin_id].id, "reason": active[bin_id].reason,
+                   "priority": active[bin_id].priority}
+        # A flag outranks a review: a later doubtful photo must not demote a clear discrepancy.
+        merged[bin_id] = {**(old or {"bin_id": bin_id, "status": "open"}),
+                          "reason": "flag" if old and old["reason"] == "flag" else f.reason,
+                          "priority": max(old["priority"] if old else 0.0, f.priority),
+                          "observation_id": observation_id, "predicted_count": f.predicted_count,
+                          "expected_quantity": f.expected_quantity,
+                          "variance": f.predicted_count - f.expected_quantity}
     now = utcnow()
-    if task is None:
-        task = AuditTask(bin_id=bin_id, status="open", created_at=now)
-        session.add(task)
-    # A flag outranks a review: a later doubtful photo must not demote a clear discrepancy.
-    if task.reason != "flag":
-        task.reason = finding.reason
-    task.priority = max(task.priority or 0.0, finding.priority)
-    task.observation_id = observation_id
-    task.predicted_count = finding.predicted_count
-    task.expected_quantity = finding.expected_quantity
-    task.variance = finding.predicted_count - finding.expected_quantity
-    task.updated_at = now
-    session.flush()
-    return task
+    updates = [{**row, "updated_at": now} for row in merged.values() if "id" in row]
+    inserts = [{**row, "created_at": now, "updated_at": now} for row in merged.values() if "id" not in row]
+    if updates:
+        session.execute(update(AuditTask), updates)  # bulk UPDATE by primary key
+    if inserts:
+        session.connection().execute(insert(AuditTask), inserts)
+
+
+def open_task(session: Session, bin_id: int, observation_id: int, finding: Finding) -> AuditTask:
+    """The bin's active task, updated with this evidence, or a new one."""
+    open_tasks(session, [(bin_id, observation_id, finding)])
+    return session.scalar(select(AuditTask).where(AuditTask.bin_id == bin_id,
+                                                  AuditTask.status.in_(ACTIVE_STATUSES)))
 
 
 def _transition(session: Session, task_id: int, allowed: tuple[str, ...], **values) -> AuditTask:

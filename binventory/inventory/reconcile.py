@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from binventory.inventory.audit import Finding, open_task
+from binventory.inventory.audit import Finding, open_tasks
 from binventory.inventory.db import Database
 from binventory.inventory.models import DECISIONS, Bin, BinContent, Model, Observation, Sku, utcnow
 from binventory.inventory.policy import Decision, Policy
@@ -100,14 +100,17 @@ def write_observations(session: Session, views: list[BinView], photos: list[Phot
     stmt = (insert(Observation).on_conflict_do_nothing(
         index_elements=["bin_id", "image_sha256", "model_version"])
         .returning(Observation.id, Observation.bin_id, Observation.image_sha256))
-    ids = {(b, s): i for i, b, s in session.execute(stmt, rows)}
-    out = []
+    # Core, not the ORM: a plain executemany is several times faster for a batch of rows.
+    ids = {(b, s): i for i, b, s in session.connection().execute(stmt, rows)}
+    out, findings = [], []
     for view, photo, decision in zip(views, photos, decisions):
         obs_id = ids.pop((view.bin_id, photo.sha256), None)  # a photo twice in a batch: once
         out.append(obs_id)
         if obs_id is not None and decision.action != "confirm":
-            open_task(session, view.bin_id, obs_id,
-                      Finding(decision.action, decision.priority, decision.predicted_count, view.expected))
+            findings.append((view.bin_id, obs_id, Finding(decision.action, decision.priority,
+                                                          decision.predicted_count, view.expected)))
+    if findings:
+        open_tasks(session, findings)
     return out
 
 

@@ -94,7 +94,7 @@ def test_a_crash_then_a_rerun_ends_like_one_clean_run(db_url, tmp_path, predicto
     db = Database.open(db_url)
     load(db, dataset)
     batches = {"n": 0}
-    real_judge, real_open_task = reconcile_mod.judge, reconcile_mod.open_task
+    real_judge, real_open_tasks = reconcile_mod.judge, reconcile_mod.open_tasks
 
     def judge(*args, **kw):  # the third batch dies before it writes, or half-way through
         batches["n"] += 1
@@ -102,13 +102,13 @@ def test_a_crash_then_a_rerun_ends_like_one_clean_run(db_url, tmp_path, predicto
             raise Crash
         return real_judge(*args, **kw)
 
-    def open_task(*args, **kw):  # runs after the batch's observations are inserted
+    def open_tasks(*args, **kw):  # runs after the batch's observations are inserted
         if batches["n"] == 3:
             raise Crash
-        return real_open_task(*args, **kw)
+        return real_open_tasks(*args, **kw)
 
     monkeypatch.setattr(reconcile_mod, "judge", judge)
-    monkeypatch.setattr(reconcile_mod, "open_task", open_task)
+    monkeypatch.setattr(reconcile_mod, "open_tasks", open_tasks)
     with pytest.raises(Crash):
         run(db, predictor, policy, dataset)
     with db.reader() as s:
