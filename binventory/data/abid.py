@@ -6,6 +6,7 @@ bucket ``aft-vbi-pds`` does. Image ids are strings: "00523" and "523" are differ
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,10 +118,14 @@ def parse_metadata(data: dict, image_id: str) -> BinRecord:
 
 def read_metadata(path: str | Path, image_id: str | None = None) -> BinRecord:
     """Read one metadata file; raises ValueError with a reason when it is not a valid record."""
-    path = Path(path)
-    image_id = image_id if image_id is not None else path.stem
+    # os.path, not pathlib: an import reads half a million of these, and Path objects add up.
+    if image_id is None:
+        image_id = os.path.splitext(os.path.basename(path))[0]
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        with open(path, "rb") as f:
+            raw = f.read()
+        # Strip a BOM by hand: the utf-8-sig codec is pure Python and several times slower.
+        data = json.loads((raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw).decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ValueError(f"metadata is not UTF-8 text: {e}") from None
     except json.JSONDecodeError as e:
