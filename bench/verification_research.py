@@ -25,6 +25,8 @@ from binventory.inventory import calibrate as cal
 from binventory.inventory.verify import FEATURES, PROB_FEATURES, RecordVerifier, features, p_expected
 
 FEATURE_SETS = {
+    # the photo's likelihood ratio "right" vs "off by 1-3" alone: a better blind score than P(e)
+    "log_lr": ["log_lr"],
     # the photo only (plus e itself): what a recalibrated blind counter can do
     "probs": PROB_FEATURES,
     # + the record's structure: number of SKU lines and quantities per line
@@ -115,8 +117,10 @@ def main() -> None:
     # Blind: P(count = e), thresholds on validation.
     s = p_expected(probs_val, classes, e_val)
     tc, tf = cal.thresholds(s, right_val, args.target_fcr)
+    blind_fn = lambda p, e, r: p_expected(p, classes, e)  # noqa: E731
     results.append(("blind P(count=e)", cal.rates(s, right_val, tc, tf),
-                    evaluate(lambda p, e, r: p_expected(p, classes, e), test, tc, tf, draws, dense), tc, tf))
+                    evaluate(blind_fn, test, tc, tf, draws, dense), tc, tf))
+    curves = {"blind P(count=e)": (s, blind_fn)}
 
     x_val = features(probs_val, classes, e_val, r_val)
     for model in ("logistic", "trees"):
@@ -129,6 +133,7 @@ def main() -> None:
             fn = (lambda v: lambda p, e, r: v.score(p, classes, e, r))(v)
             results.append((f"record {model} [{name}]", cal.rates(oof, right_val, tc, tf),
                             evaluate(fn, test, tc, tf, draws, dense), tc, tf))
+            curves[f"record {model} [{name}]"] = (oof, fn)
             print(f"  {model} {name}: {time.perf_counter() - t0:.1f} s", flush=True)
 
     print(f"\n{platform.node() or 'machine'}: target false-confirm rate {args.target_fcr:.0%}; "
@@ -146,6 +151,29 @@ def main() -> None:
               f"{rt['wrong_flagged_or_queued']:.1%} | {rt['review_load']:.1%} | {rt['flag_load']:.1%} | "
               f"{d['right_confirmed']:.1%} | {d['false_confirm_rate']:.2%} | "
               f"{d['wrong_flagged_or_queued']:.1%} |")
+
+    # The trade-off at other targets, and where the confirmations come from (dense public test).
+    index, e, r, right = dense
+    true = test.expected[index]
+    bucket = np.minimum(true, 6)
+    targets = (0.01, 0.02, 0.05, 0.10)
+    print("\n| verifier (dense public test) | " + " | ".join(f"right confirmed at {t:.0%} (FCR)" for t in targets)
+          + " | " + " | ".join(f"count {b if b < 6 else '6+'}" for b in range(7)) + " |")
+    print("|---|" + "---|" * (len(targets) + 7))
+    for name in ("blind P(count=e)", "record logistic [log_lr]", "record trees [probs]", "record trees [all]"):
+        oof, fn = curves[name]
+        st = fn(test.probs[index], e, r)
+        cells = []
+        for t in targets:
+            tc, tf = cal.thresholds(oof, right_val, t)
+            rr = cal.rates(st, right, tc, tf)
+            cells.append(f"{rr['right_confirmed']:.1%} ({rr['false_confirm_rate']:.1%})")
+        tc, _ = cal.thresholds(oof, right_val, args.target_fcr)
+        by = [f"{((st >= tc) & (right == 1) & (bucket == b)).sum() / max(((right == 1) & (bucket == b)).sum(), 1):.0%}"
+              for b in range(7)]
+        print(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(by) + " |")
+    print("(count columns: share of right records confirmed at the target, by true count; "
+          f"right records per count: {np.bincount(bucket[right == 1], minlength=7).tolist()})")
 
 
 if __name__ == "__main__":

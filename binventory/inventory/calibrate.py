@@ -29,8 +29,8 @@ import numpy as np
 
 from binventory import BinventoryError
 from binventory.inventory.policy import Policy
-from binventory.inventory.verify import (BlindVerifier, ItemRecord, RecordVerifier, features,
-                                         p_expected)
+from binventory.inventory.verify import (ERROR_DELTAS, BlindVerifier, ItemRecord, RecordVerifier,
+                                         features, p_expected)
 from binventory.model.classes import CountClasses
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def load_sample(model: str | Path, manifest: str | Path, split: str, batch_size:
 
 # ---- injected errors -------------------------------------------------------------------------
 
-DELTAS = (-3, -2, -1, 1, 2, 3)
+DELTAS = ERROR_DELTAS
 
 
 def inject_error(lines: Sequence[ItemRecord], expected: int, rng: np.random.Generator,

@@ -38,7 +38,10 @@ class ItemRecord:
 # ---- features --------------------------------------------------------------------------------
 
 PROB_FEATURES = ["p_e", "p_lo", "p_hi", "p_far", "log_p_e", "p_e_over_max", "mean_minus_e",
-                 "argmax_minus_e", "entropy", "e", "e_in_overflow"]
+                 "argmax_minus_e", "entropy", "e", "e_in_overflow", "log_lr"]
+# log_lr: log P(count = e) - log mean_d P(count = e - d), d in +-1..3 with e - d >= 0: the
+# likelihood ratio of "the record is right" against "it is off by one to three items".
+ERROR_DELTAS = (-3, -2, -1, 1, 2, 3)
 RECORD_FEATURES = ["n_lines", "max_line_qty", "share_qty_one", "log_volume", "log_item_volume",
                    "log_weight", "log_item_weight", "missing_dims", "log_volume_per_mean",
                    "max_item_side"]
@@ -117,9 +120,12 @@ def prob_features(probs: np.ndarray, classes: CountClasses, expected: Sequence[i
                 p_lo = probs[i, -1]
         others = np.delete(probs[i], j) if j >= 0 else probs[i]
         e_cap = min(e, counts[-1])
+        alt = [class_index(classes, e - d) for d in ERROR_DELTAS if e - d >= 0]
+        p_alt = float(np.mean([probs[i, a] if a >= 0 else 0.0 for a in alt]))
+        log_lr = math.log(max(p_e, 1e-6)) - math.log(max(p_alt, 1e-6))
         out[i] = [p_e, p_lo, p_hi, max(1.0 - p_e - p_lo - p_hi, 0.0), math.log(max(p_e, 1e-6)),
                   p_e - (others.max() if len(others) else 0.0), mean[i] - e_cap, argmax[i] - e_cap,
-                  entropy[i], min(e, 20), float(classes.overflow and e > classes.max_count)]
+                  entropy[i], min(e, 20), float(classes.overflow and e > classes.max_count), log_lr]
     return out
 
 
@@ -201,22 +207,43 @@ class Trees:
     threshold: list[list[float]]
     value: list[list[float]]
 
+    def __post_init__(self):
+        # All trees in one flat array, children as absolute indices: every tree is walked at once.
+        sizes = [len(v) for v in self.value]
+        if not (len(self.left) == len(self.right) == len(self.feature) == len(self.threshold)
+                == len(sizes)) or any(len(a) != n for arrays in (self.left, self.right, self.feature,
+                                                                   self.threshold)
+                                     for a, n in zip(arrays, sizes)):
+            raise ValueError("tree arrays of different lengths")
+        offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+        shift = np.repeat(offsets, sizes)
+        flat = (lambda a, t: np.concatenate([np.asarray(v, dtype=t) for v in a]) if sizes
+                else np.zeros(0, dtype=t))
+        left, right = flat(self.left, np.int64), flat(self.right, np.int64)
+        self._leaf = left < 0
+        self._left = np.where(self._leaf, -1, left + shift)
+        self._right = np.where(self._leaf, -1, right + shift)
+        self._feature = np.maximum(flat(self.feature, np.int64), 0)
+        self._threshold = flat(self.threshold, np.float64)
+        self._value = flat(self.value, np.float64)
+        self._roots = offsets
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        total = np.zeros(len(x))
-        rows = np.arange(len(x))
-        for left, right, feat, thr, val in zip(self.left, self.right, self.feature, self.threshold,
-                                               self.value):
-            left, right, feat = np.asarray(left), np.asarray(right), np.asarray(feat)
-            thr, val = np.asarray(thr), np.asarray(val)
-            node = np.zeros(len(x), dtype=np.int64)
-            while True:
-                inner = left[node] >= 0
-                if not inner.any():
-                    break
-                go_left = x[rows, np.maximum(feat[node], 0)] <= thr[node]
-                node = np.where(inner, np.where(go_left, left[node], right[node]), node)
-            total += val[node]
-        return total
+        if len(self._roots) == 0:
+            return np.zeros(len(x))
+        node = np.broadcast_to(self._roots, (len(x), len(self._roots))).copy()
+        rows = np.arange(len(x))[:, None]
+        while True:
+            inner = ~self._leaf[node]
+            if not inner.any():
+                break
+            go_left = x[rows, self._feature[node]] <= self._threshold[node]
+            node = np.where(inner, np.where(go_left, self._left[node], self._right[node]), node)
+        return self._value[node].sum(axis=1)
+
+    def to_dict(self) -> dict:
+        return {"left": self.left, "right": self.right, "feature": self.feature,
+                "threshold": self.threshold, "value": self.value}
 
 
 class RecordVerifier:
@@ -265,7 +292,7 @@ class RecordVerifier:
             d.update(coef=list(map(float, self.coef)), mean=list(map(float, self.mean)),
                      scale=list(map(float, self.scale)))
         else:
-            d.update(learning_rate=self.learning_rate, trees=self.trees.__dict__)
+            d.update(learning_rate=self.learning_rate, trees=self.trees.to_dict())
         return d
 
     @classmethod
