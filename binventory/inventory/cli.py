@@ -100,6 +100,7 @@ def add_parsers(commands, formatter) -> None:
                "--input data/abid")
     p.add_argument("--model", type=Path, required=True, help="counting model artifact (model.pt)")
     p.add_argument("--input", required=True, help="folder, manifest .parquet or s3://bucket/prefix")
+    p.add_argument("--split", default=None, help="with a manifest input: only this split (e.g. test)")
     p.add_argument("--policy", type=Path, default=None,
                    help="thresholds from 'binventory inventory calibrate' (default: uncalibrated, "
                         "conservative blind thresholds)")
@@ -257,7 +258,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     db = _open(args)
     report = reconcile(db, predictor, policy, args.input, model_path=str(args.model),
                        batch_size=args.batch_size, workers=args.workers,
-                       endpoint_url=args.s3_endpoint_url)
+                       endpoint_url=args.s3_endpoint_url, split=args.split)
     print(report.describe())
     print_status(db)
     return 0

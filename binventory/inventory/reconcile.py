@@ -168,10 +168,12 @@ def _seen(session: Session, version: str, keys: list[tuple[int, str]]) -> set[tu
 
 def reconcile(db: Database, predictor: Predictor, policy: Policy, inputs: str | Path, *,
               model_path: str = "", batch_size: int = 32, workers: int = 4,
-              endpoint_url: str | None = None, progress: bool = True) -> ReconcileReport:
+              endpoint_url: str | None = None, split: str | None = None,
+              progress: bool = True) -> ReconcileReport:
     """Judge every photo under ``inputs`` (a folder, an s3:// prefix or a manifest); a photo's
-    bin is its file name without the suffix (ABID: bin-images/<id>.jpg)."""
-    items, client = list_inputs(inputs, endpoint_url)
+    bin is its file name without the suffix (ABID: bin-images/<id>.jpg); ``split`` picks one
+    split of a manifest."""
+    items, client = list_inputs(inputs, endpoint_url, split=split)
     report = ReconcileReport(images=len(items))
     with db.session() as session:
         register_model(session, predictor, policy, model_path)

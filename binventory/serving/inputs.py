@@ -45,10 +45,14 @@ def _folder_items(folder: Path) -> list[Item]:
     return items
 
 
-def _manifest_items(path: Path) -> list[Item]:
+def _manifest_items(path: Path, split: str | None = None) -> list[Item]:
     from binventory.data.manifest import dataset_root, read_manifest
 
     df, meta = read_manifest(path)
+    if split is not None:
+        if "split" not in df.columns:
+            raise BinventoryError(f"{path} has no splits: run 'binventory data split' first")
+        df = df[df.split == split]
     root = Path(os.path.abspath(dataset_root(meta, path)))
     valid = df[df.status == "ok"]
     return [Item(i, str(root / p)) for i, p in zip(valid.image_id, valid.image_path)]
@@ -73,9 +77,11 @@ def _s3_items(uri: str, client) -> list[Item]:
 
 
 def list_inputs(inputs: str | Path, endpoint_url: str | None = None, client=None,
-                workers: int = 8) -> tuple[list[Item], object]:
-    """The images of a folder, an s3:// prefix or a manifest, sorted by source, and the S3
-    client to read them with (None for local inputs)."""
+                workers: int = 8, split: str | None = None) -> tuple[list[Item], object]:
+    """The images of a folder, an s3:// prefix or a manifest (``split``: only that split of
+    it), sorted by source, and the S3 client to read them with (None for local inputs)."""
+    if split is not None and Path(str(inputs)).suffix != ".parquet":
+        raise BinventoryError("a split can only be chosen from a manifest (.parquet) input")
     text = str(inputs)
     if text.startswith("s3://"):
         from binventory.data.fetch import make_client
@@ -85,7 +91,7 @@ def list_inputs(inputs: str | Path, endpoint_url: str | None = None, client=None
     else:
         path = Path(inputs)
         if path.suffix == ".parquet":
-            items = _manifest_items(path)
+            items = _manifest_items(path, split)
         elif path.is_dir():
             items = _folder_items(path)
         else:

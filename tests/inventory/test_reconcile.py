@@ -154,3 +154,18 @@ def test_a_policy_for_another_model_is_refused(tmp_path, model_path, dataset, ca
                  "--db", f"sqlite:///{tmp_path / 'x.db'}"])
     assert code == 2
     assert "calibrated for model 'someone-else'" in capsys.readouterr().err
+
+
+def test_reconcile_one_split_of_a_manifest(db, predictor, policy, dataset):
+    from binventory.data.manifest import build_manifest, write_manifest
+
+    df = build_manifest(dataset, progress=False)
+    df["split"] = ["test" if i % 3 == 0 else "train" for i in range(len(df))]
+    manifest = dataset / "manifest.parquet"
+    write_manifest(df, manifest, dataset)
+    load(db, dataset)
+    report = run(db, predictor, policy, manifest, split="test")
+    assert report.observed == len(df[df.split == "test"]) == 4
+    with db.reader() as s:
+        observed = {o.bin.code for o in s.scalars(select(Observation))}
+    assert observed == set(df[df.split == "test"].image_id)
