@@ -41,6 +41,12 @@ def create_app(predictor: Predictor, settings: Settings | None = None, *, db=Non
     app.state.db, app.state.policy = db, policy
     app.include_router(inventory_router(db, policy, app.state.counting,
                                         image_dir or data_dir() / "observations"))
+    from fastapi.staticfiles import StaticFiles
+
+    from binventory.web import STATIC_DIR, dashboard_router
+
+    app.include_router(dashboard_router(db, policy, app.state.counting))
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 

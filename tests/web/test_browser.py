@@ -1,0 +1,185 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright (never a
+downloaded browser). Opens each page, resolves an audit task through the form and finds the ledger
+entry, checks the empty states, and takes the README's screenshots."""
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.web.conftest import UNSEEN_BIN, LiveServer, make_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Chromium for the browser tests: apt-get install chromium")
+        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def server(predictor, inventory):
+    with LiveServer(make_app(predictor, inventory)) as live:
+        live.token = inventory.token
+        yield live
+
+
+@pytest.fixture(scope="module")
+def empty_server(predictor, empty_inventory):
+    with LiveServer(make_app(predictor, empty_inventory)) as live:
+        yield live
+
+
+def screenshot(pg, name: str) -> None:
+    """The README's screenshots, quantized to 128 colours to keep the repository small."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    image = Image.open(io.BytesIO(pg.screenshot())).convert("RGB")
+    image.quantize(128, method=Image.Quantize.MEDIANCUT).save(SCREENSHOTS / name, optimize=True)
+
+
+def offline_only(pg, base: str) -> list[str]:
+    """Every request the page makes, to check that nothing leaves the server."""
+    seen = []
+    pg.on("request", lambda r: seen.append(r.url))
+    return seen
+
+
+def test_overview(page, server):
+    requests = offline_only(page, server.url)
+    page.goto(server.url + "/")
+    assert page.title() == "Overview · binventory"
+    stats = page.locator(".stats")
+    for label in ("bins observed", "confirmed", "flagged", "in review"):
+        assert stats.get_by_text(label, exact=True).is_visible()
+    assert page.locator("svg.chart").count() == 1  # record accuracy over time
+    assert page.get_by_text("test-v1").is_visible()  # the active model
+    assert page.locator("link[rel=stylesheet]").evaluate("l => l.sheet.cssRules.length") > 10
+    screenshot(page, "overview.png")
+    assert all(u.startswith(server.url) for u in requests), requests
+
+
+def test_audit_queue_sorted_with_photos_and_bars(page, server):
+    page.goto(server.url + "/audit")
+    tasks = page.locator("li.task")
+    assert tasks.count() >= 2
+    priorities = [float(re.search(r"priority ([\d.]+)", t).group(1)) for t in tasks.all_inner_texts()]
+    assert priorities == sorted(priorities, reverse=True)
+    first = tasks.first
+    assert first.locator(".bars .bar").count() == 7  # classes 0..5 and 6+
+    assert first.locator(".bar.predicted").count() == 1
+    first.locator("img").scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                           arg=first.locator("img").element_handle())
+    screenshot(page, "audit-queue.png")
+    # Filters: the resolved task of the fixture, then one bin.
+    page.select_option("select[name=status]", "resolved")
+    page.click("form.filters button")
+    assert page.locator("li.task").count() == 1
+    assert "counted" in page.locator("li.task").inner_text()
+    page.goto(server.url + "/audit?status=all&bin=nope")
+    assert "unknown bin 'nope'" in page.locator("main").inner_text()
+
+
+def test_resolve_through_the_form_writes_the_ledger(page, server):
+    page.goto(server.url + "/audit")
+    # A task whose bin holds SKUs (a surplus is booked against one of them).
+    task = next(t for t in page.locator("li.task").all() if int(t.locator(".counts b").first.inner_text()))
+    task_id = int(task.get_attribute("id").split("-")[1])
+    expected = int(task.locator(".counts b").first.inner_text())
+    # Not signed in: the form answers with the login page, and nothing is written.
+    task.locator("input[name=counted_quantity]").fill(str(expected + 2))
+    task.locator("select[name=reason_code]").select_option("found")
+    task.locator("button[type=submit]").click()
+    assert "Sign in with an API token" in page.locator(".error").inner_text()
+    page.fill("input[name=token]", "bvt_wrong")
+    page.click("form.card button")
+    assert "unknown or revoked" in page.locator(".error").inner_text()
+    page.fill("input[name=token]", server.token)
+    page.click("form.card button")
+    assert "signed in as alice" in page.locator("header").inner_text()
+    cookie = [c for c in page.context.cookies() if c["name"] == "binventory_token"][0]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    page.goto(server.url + "/audit")
+    task = page.locator(f"#task-{task_id}")
+    # A bad quantity is explained on the page; a good one resolves the task.
+    task.locator("input[name=counted_quantity]").fill("many")
+    task.locator("button[type=submit]").click()
+    assert "must be a whole number" in page.locator(f"#task-{task_id} .error").inner_text()
+    task = page.locator(f"#task-{task_id}")
+    task.locator("input[name=counted_quantity]").fill(str(expected + 2))
+    task.locator("select[name=reason_code]").select_option("found")
+    task.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/bins/\d+\?resolved="))
+    assert f"Audit task {task_id} resolved" in page.locator(".notice").inner_text()
+    row = page.locator("#ledger tbody tr").first.inner_text()
+    assert "+2" in row and "found" in row and "alice" in row and str(task_id) in row
+
+
+def test_bin_page(page, server):
+    page.goto(server.url + "/bins")
+    assert "16 bins" in page.locator(".pager").first.inner_text()
+    page.click("table.list a >> text=00003")
+    assert page.locator("h1").inner_text() == "Bin 00003"
+    assert page.locator("h2", has_text="Contents").is_visible()
+    assert page.locator("text=B00TEST000").count() >= 1
+    assert page.locator("li.obs").count() == 1 and page.locator("li.obs img").count() == 1
+    page.goto(server.url + f"/bins/{UNSEEN_BIN}")
+    assert "No photo of this bin has been judged yet." in page.locator("#observations").inner_text()
+    assert "No adjustments" in page.locator("#ledger").inner_text()
+
+
+def test_model_page(page, server):
+    page.goto(server.url + "/model")
+    assert page.locator("h2", has_text="test-v1").is_visible()
+    assert page.locator("#curves svg.chart").count() == 3
+    assert page.locator("table.confusion tr").count() == 4
+    assert page.locator("#evaluation svg.chart title", has_text="Reliability").count() == 1
+    for img in ("confusion_challenge.png", "reliability_challenge.png"):
+        src = page.locator(f"img[alt='{img}']").get_attribute("src")
+        assert page.request.get(server.url + src).headers["content-type"] == "image/png"
+    assert "dead_layers" in page.locator("#diagnostics").inner_text()
+    frame = page.frame_locator("iframe.report")
+    assert frame.locator("h1").inner_text() == "Training report"
+    thresholds = page.locator("#thresholds").inner_text()
+    assert "review" in thresholds and "blind" in thresholds
+    assert page.request.get(server.url + "/model/test-v1/eval/eval-test/..%2Fmodel.pt").status == 404
+
+
+def test_empty_states(page, empty_server):
+    page.goto(empty_server.url + "/")
+    assert "The inventory is empty" in page.locator("main").inner_text()
+    assert "No verified bins yet" in page.locator("main").inner_text()
+    assert "No model has judged this inventory yet" in page.locator("main").inner_text()
+    page.click("nav >> text=Audit queue")
+    assert "No open audit tasks" in page.locator("main .empty").inner_text()
+    page.click("nav >> text=Bins")
+    assert "The inventory has no bins yet" in page.locator("main .empty").inner_text()
+    page.click("nav >> text=Model")
+    assert "No model has judged this inventory yet" in page.locator("main .empty").first.inner_text()
