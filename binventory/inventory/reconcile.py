@@ -74,7 +74,8 @@ def register_model(session: Session, predictor: Predictor, policy: Policy, path:
     if model is None:
         model = Model(version=predictor.version, registered_at=utcnow())
         session.add(model)
-    model.path = str(path)
+    if path:  # an upload through the API knows no path: keep the one reconcile recorded
+        model.path = str(path)
     model.metrics = predictor.counting.metrics
     model.policy = policy.to_dict()
     model.last_used_at = utcnow()

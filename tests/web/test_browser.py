@@ -58,10 +58,14 @@ def empty_server(predictor, empty_inventory):
 
 
 def screenshot(pg, name: str) -> None:
-    """The README's screenshots, quantized to 128 colours to keep the repository small."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    """The README's screenshots, quantized to 128 colours to keep the repository small. They are
+    taken on every run; BINVENTORY_SCREENSHOTS=1 also writes them into docs/ (the pages carry
+    timestamps, so rewriting them on every run would dirty the checkout)."""
     image = Image.open(io.BytesIO(pg.screenshot())).convert("RGB")
-    image.quantize(128, method=Image.Quantize.MEDIANCUT).save(SCREENSHOTS / name, optimize=True)
+    assert image.size[0] > 0 and image.getextrema() != ((255, 255),) * 3, "blank page"
+    if os.environ.get("BINVENTORY_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        image.quantize(128, method=Image.Quantize.MEDIANCUT).save(SCREENSHOTS / name, optimize=True)
 
 
 def offline_only(pg, base: str) -> list[str]:
