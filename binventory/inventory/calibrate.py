@@ -344,6 +344,8 @@ def add_parser(sub, formatter) -> None:
 def _calibrate(args: argparse.Namespace) -> int:
     if args.wrong_variants < 1:
         raise BinventoryError("--wrong-variants must be at least 1")
+    if args.split == "test":
+        log.warning("calibrating on the test split: its figures are then no longer a test")
     sample = load_sample(args.model, args.manifest, args.split, args.batch_size)
     policy, candidates = calibrate(sample, target_fcr=args.target_fcr, error_rate=args.error_rate,
                                    verifier=args.verifier, seed=args.seed,
