@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -110,24 +110,25 @@ def load_sample(model: str | Path, manifest: str | Path, split: str, batch_size:
 DELTAS = ERROR_DELTAS
 
 
-def inject_error(lines: Sequence[ItemRecord], expected: int, rng: np.random.Generator,
-                 donors: Sequence[Sequence[ItemRecord]] = ()) -> tuple[list[ItemRecord], int]:
+def inject_error(lines: Sequence, expected: int, rng: np.random.Generator,
+                 donors: Sequence[Sequence] = ()) -> tuple[list, int]:
     """A copy of a record with one SKU line's quantity moved by +-1..+-3 (never below 0).
 
-    An empty record gets a phantom line (dimensions borrowed from a random donor line) of 1-3.
-    Returns the wrong lines and the wrong expected quantity.
+    Lines are any dataclass with a ``quantity`` (ItemRecord here, SkuRecord when import-abid
+    injects errors). An empty record gets a phantom line of 1-3, copied from a random donor line
+    (its SKU, dimensions and weight). Returns the wrong lines and the wrong expected quantity.
     """
     lines = list(lines)
     if not lines:
         pool = [line for d in donors for line in d]
         donor = pool[rng.integers(len(pool))] if pool else ItemRecord(0)
         q = int(rng.integers(1, 4))
-        return [ItemRecord(q, donor.length, donor.width, donor.height, donor.weight)], expected + q
+        return [replace(donor, quantity=q)], expected + q
     k = int(rng.integers(len(lines)))
     line = lines[k]
     deltas = [d for d in DELTAS if line.quantity + d >= 0 and expected + d >= 0]
     d = int(deltas[rng.integers(len(deltas))])
-    lines[k] = ItemRecord(line.quantity + d, line.length, line.width, line.height, line.weight)
+    lines[k] = replace(line, quantity=line.quantity + d)
     return lines, expected + d
 
 

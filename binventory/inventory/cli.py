@@ -41,6 +41,11 @@ def add_parsers(commands, formatter) -> None:
     p.add_argument("path", type=Path, help="ABID dataset folder (with metadata/) or a folder of JSON")
     _db(p)
     p.add_argument("--workers", type=int, default=None, help="parsing processes (default: CPUs, at most 8)")
+    p.add_argument("--inject-errors", type=float, default=0.0, metavar="SHARE",
+                   help="for demos and benchmarks: give this share of the new bins a wrong record "
+                        "(one SKU's quantity moved by +-1..+-3, never below 0), to see what "
+                        "reconciliation catches")
+    p.add_argument("--seed", type=int, default=0, help="which bins get errors, and which")
     p.set_defaults(func=_import)
 
     calibrate.add_parser(sub, formatter)
@@ -135,7 +140,8 @@ def _migrate(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from binventory.inventory.importer import import_abid
 
-    report = import_abid(_open(args), args.path, workers=args.workers)
+    report = import_abid(_open(args), args.path, workers=args.workers,
+                         inject_errors=args.inject_errors, seed=args.seed)
     print(report.describe())
     return 0
 

@@ -7,17 +7,19 @@ ledger, never by re-importing, so rerunning an import changes nothing.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from tqdm import tqdm
 
 from binventory import BinventoryError
-from binventory.data.abid import BinRecord, read_metadata
+from binventory.data.abid import BinRecord, SkuRecord, read_metadata
 from binventory.inventory.db import Database
 from binventory.inventory.models import Bin, BinContent, Sku, utcnow
 
@@ -33,12 +35,15 @@ class ImportReport:
     skus_upserted: int = 0
     contents_added: int = 0
     inconsistent: int = 0          # EXPECTED_QUANTITY differs from the sum of SKU quantities
+    injected: dict[str, int] = field(default_factory=dict)  # bin code -> error put in its record
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
     def describe(self) -> str:
         lines = [f"{self.files:,} metadata files: {self.bins_added:,} bins added, "
                  f"{self.bins_existing:,} already in the inventory (left as they are), "
                  f"{self.skus_upserted:,} SKU records, {self.contents_added:,} bin lines"]
+        if self.injected:
+            lines.append(f"{len(self.injected):,} records given an injected error (--inject-errors)")
         if self.inconsistent:
             lines.append(f"{self.inconsistent:,} records whose EXPECTED_QUANTITY differs from the "
                          "sum of their SKU quantities (the SKU quantities are kept)")
@@ -121,10 +126,36 @@ def _write_chunk(db: Database, records: list[BinRecord], report: ImportReport) -
         report.contents_added += len(lines)
 
 
+def _injector(share: float, seed: int):
+    """Moves one SKU line of a ``share`` of the records by +-1..+-3 (the calibration's error
+    model), for demos and benchmarks. Which records, and how, depends only on the seed and each
+    record's id, never on the order of the files or the chunking."""
+    from binventory.inventory.calibrate import inject_error
+
+    if not 0.0 <= share <= 1.0:
+        raise BinventoryError(f"--inject-errors is a share of the bins, 0..1, got {share}")
+    donors: list[list[SkuRecord]] = []
+
+    def inject(record: BinRecord) -> int:
+        if record.skus:
+            donors[:] = [record.skus]  # the phantom line of an empty bin copies a real SKU
+        digest = hashlib.sha256(f"{seed}:{record.image_id}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+        if rng.random() >= share or not (record.skus or donors):
+            return 0
+        record.skus, wrong = inject_error(record.skus, record.expected_quantity, rng, donors)
+        delta, record.expected_quantity = wrong - record.expected_quantity, wrong
+        return delta
+
+    return inject
+
+
 def import_abid(db: Database, path: str | Path, *, workers: int | None = None,
-                progress: bool = True) -> ImportReport:
-    """Load every metadata file under ``path`` into the inventory; see the module docstring."""
+                inject_errors: float = 0.0, seed: int = 0, progress: bool = True) -> ImportReport:
+    """Load every metadata file under ``path`` into the inventory; see the module docstring.
+    ``inject_errors``: the share of bins whose record gets a known error (demos, benchmarks)."""
     files = metadata_files(path)
+    inject = _injector(inject_errors, seed) if inject_errors else None
     report = ImportReport(files=len(files))
     workers = workers or min(8, os.cpu_count() or 1)
     bar = tqdm(total=len(files), unit="bin", desc="import", disable=not progress)
@@ -137,6 +168,8 @@ def import_abid(db: Database, path: str | Path, *, workers: int | None = None,
                 continue
             if result.expected_quantity != result.sku_quantity_sum:
                 report.inconsistent += 1
+            if inject is not None and (delta := inject(result)):
+                report.injected[result.image_id] = delta
             pending.append(result)
             if len(pending) >= CHUNK:
                 _write_chunk(db, pending, report)

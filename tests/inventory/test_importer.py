@@ -7,6 +7,7 @@ from sqlalchemy import select
 from binventory import BinventoryError
 from binventory.cli import main
 from binventory.inventory.models import Bin, BinContent, Sku
+from binventory.inventory.importer import import_abid
 from tests.inventory.helpers import COUNTS, load, make_dataset, snapshot
 
 
@@ -60,3 +61,26 @@ def test_cli_import_with_processes(db_url, tmp_path, capsys):
     root = make_dataset(tmp_path / "abid", images=False)
     assert main(["inventory", "import-abid", str(root), "--db", db_url, "--workers", "2"]) == 0
     assert f"{len(COUNTS)} bins added" in capsys.readouterr().out
+
+
+def test_injected_errors_are_known_bounded_and_reproducible(db, tmp_path):
+    from binventory.inventory.db import Database
+
+    counts = {f"bin{i:03d}": i % 6 for i in range(60)}
+    root = make_dataset(tmp_path / "abid", counts, images=False)
+    report = import_abid(db, root, workers=1, inject_errors=0.3, seed=7, progress=False)
+    assert 8 <= len(report.injected) <= 30
+    assert all(d in (-3, -2, -1, 1, 2, 3) for d in report.injected.values())
+    with db.reader() as s:
+        totals = {b.code: sum(c.quantity for c in b.contents) for b in s.scalars(select(Bin))}
+        assert all(c.quantity >= 0 for c in s.scalars(select(BinContent)))
+    assert totals == {code: n + report.injected.get(code, 0) for code, n in counts.items()}
+    other = Database.open(f"sqlite:///{tmp_path / 'other.db'}")
+    again = import_abid(other, root, workers=2, inject_errors=0.3, seed=7, progress=False)
+    assert again.injected == report.injected  # the same bins and errors, whatever the workers
+
+
+def test_inject_errors_share_must_be_a_share(db, tmp_path):
+    root = make_dataset(tmp_path / "abid", images=False)
+    with pytest.raises(BinventoryError, match="share of the bins"):
+        import_abid(db, root, inject_errors=1.5, progress=False)
