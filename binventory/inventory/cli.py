@@ -167,12 +167,12 @@ def print_status(db) -> None:
     t = o["tasks"]
     console.print(f"audit tasks: {t['open']:,} open, {t['in_progress']:,} in progress, "
                   f"{t['resolved']:,} resolved, {t['cancelled']:,} cancelled; "
-                  f"ledger: {o['adjustments']:,} adjustments")
+                  f"ledger: {o['adjustments']:,} adjustments", soft_wrap=True)
     if o["model"]:
         policy = o["model"]["policy"] or {}
         console.print(f"model {o['model']['version']}: t_confirm={policy.get('t_confirm', '?'):.3g}, "
                       f"t_flag={policy.get('t_flag', '?'):.3g} "
-                      f"({policy.get('verifier', {}).get('kind', '?')} verifier)")
+                      f"({policy.get('verifier', {}).get('kind', '?')} verifier)", soft_wrap=True)
 
 
 def _status(args: argparse.Namespace) -> int:
