@@ -15,6 +15,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def build_parser() -> argparse.ArgumentParser:
     from binventory import app
     from binventory.data import cli as data_cli
+    from binventory.diagnostics import cli as diagnostics_cli
     from binventory.inventory import cli as inventory_cli
     from binventory.serving import batch_cli
     from binventory.training import cli as training_cli
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.add_parser(commands, HelpFormatter)
     training_cli.add_parsers(commands, HelpFormatter)
+    diagnostics_cli.add_parsers(commands, HelpFormatter)
     batch_cli.add_parsers(commands, HelpFormatter)
     app.add_parsers(commands, HelpFormatter)
     inventory_cli.add_parsers(commands, HelpFormatter)

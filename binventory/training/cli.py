@@ -110,6 +110,9 @@ def _train(args: argparse.Namespace) -> int:
             if m.get("n"):
                 summary[f"test_{name}"] = {k: round(m[k], 4) for k in ("accuracy", "rmse", "mae",
                                                                        "within1", "ece")}
+        report = Path(result["output"]) / "report.html"
+        if report.is_file():
+            summary["diagnostics"] = str(report)
         print(json.dumps(summary, indent=2))
     return 0
 
@@ -129,6 +132,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"{name:10s} n={m['n']:5d}  accuracy {m['accuracy']:.1%}  RMSE {m['rmse']:.3f}  "
               f"MAE {m['mae']:.3f}  within-1 {m['within1']:.1%}  ECE {m['ece']:.3f}")
     print(f"report: {out}/metrics.json, confusion_*.png, reliability_*.png")
+    if "training_report" in results:
+        print(f"training diagnostics: {results['training_report']} (rules: rules.json beside it)")
     return 0
 
 

@@ -7,9 +7,12 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from binventory import BinventoryError
+from binventory.diagnostics.rules import RULE_NAMES
 
 
 def _opt(default, help: str, group: str, **kw):
+    if isinstance(default, list):  # a mutable default needs a factory
+        return field(default_factory=lambda: list(default), metadata={"help": help, "group": group, **kw})
     return field(default=default, metadata={"help": help, "group": group, **kw})
 
 
@@ -63,6 +66,12 @@ class TrainConfig:
     eval_protocols: str = _opt("challenge,udacity",
                                "protocols reported on the test split (comma-separated)", "run")
     progress: bool = _opt(True, "show progress bars", "run")
+    # diagnostics (binventory.diagnostics): report.html and rules.json in the run folder
+    diagnostics_every: int = _opt(20, "sample gradients, weights, activations and utilization "
+                                  "every N steps (0 = no diagnostics)", "diagnostics")
+    stop_on_issue: list[str] = _opt([], "stop after the epoch in which this rule finds an issue "
+                                    f"(repeatable): {', '.join(RULE_NAMES)}", "diagnostics",
+                                    choices=RULE_NAMES)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +103,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> No
         kwargs = {"default": default, "help": meta["help"], "dest": f.name}
         if f.type in ("bool", bool):
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.type in ("list[str]", list[str]):
+            # Default None, not []: argparse would append to the shared default list.
+            kwargs.update(action="append", type=str, choices=meta.get("choices"), metavar="RULE")
         else:
             kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
             if "choices" in meta:
@@ -102,4 +114,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> No
 
 
 def config_from_args(args: argparse.Namespace, cls=TrainConfig):
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    for f in fields(cls):  # an append option left out is None; the field wants its empty list
+        if values[f.name] is None and f.default_factory is not MISSING:
+            values[f.name] = f.default_factory()
+    return cls(**values)

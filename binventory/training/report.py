@@ -81,5 +81,9 @@ def evaluate_artifact(model_path: str | Path, manifest: str | Path, split: str, 
         plot_reliability(m["reliability"], out / f"reliability_{name}.png",
                          f"{name}: ECE {m['ece']:.3f} (T={counter.temperature:.2f})")
         results["protocols"][name] = m
+    # The training run's diagnostics report (binventory.diagnostics) sits beside its model.pt.
+    training_report = Path(model_path).parent / "report.html"
+    if training_report.is_file():
+        results["training_report"] = str(training_report)
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     return results

@@ -27,6 +27,7 @@ from binventory import BinventoryError
 from binventory.data.dataset import BinDataset
 from binventory.data.manifest import dataset_root, manifest_hash, read_manifest
 from binventory.data.preprocess import Preprocess
+from binventory.diagnostics.collect import Collector
 from binventory.model.artifact import save_artifact
 from binventory.model.classes import CountClasses
 from binventory.model.factory import create_model, freeze_stages, normalization, set_train_mode
@@ -116,7 +117,7 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
 
 def train_one_epoch(model, loss_fn, optimizer, scheduler, loader, classes: CountClasses,
                     cfg: TrainConfig, info: distributed.DistInfo, epoch: int,
-                    ema: AveragedModel | None = None) -> dict:
+                    ema: AveragedModel | None = None, diag: Collector | None = None) -> dict:
     set_train_mode(getattr(model, "module", model))
     device = info.device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
@@ -124,7 +125,8 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, loader, classes: Count
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                disable=not (cfg.progress and info.is_main))
-    for images, counts in bar:
+    diag = diag or Collector(enabled=False)
+    for images, counts in diag.batches(bar):
         images = images.to(device, non_blocking=True)
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -132,15 +134,18 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, loader, classes: Count
         with autocast:
             logits = model(images)
             loss = loss_fn(logits.float(), targets)
+        diag.loss(loss)
         if not torch.isfinite(loss):
             raise BinventoryError(f"loss became {loss.item()} at epoch {epoch + 1}: "
                                   "lower --lr or raise --clip-grad")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        diag.after_backward()
         if cfg.clip_grad > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
         optimizer.step()
         scheduler.step()
+        diag.after_step()
         if ema is not None:
             ema.update_parameters(getattr(model, "module", model))
         total_loss += loss.item() * len(targets)
@@ -196,13 +201,17 @@ def _tensorboard(output: Path):
 def train(cfg: TrainConfig, callbacks: list[EpochCallback] | None = None) -> dict:
     """Train, keep the best and last checkpoints, calibrate, evaluate and write model.pt."""
     info = distributed.setup(cfg.device)
+    diag = Collector(cfg.diagnostics_every, cfg.stop_on_issue, enabled=info.is_main)
     try:
-        return _train(cfg, info, callbacks or [])
+        return _train(cfg, info, callbacks or [], diag)
     finally:
+        # In finally: a run that dies (a NaN loss, say) is the one whose report matters most.
+        diag.close(cfg.output)
         distributed.cleanup()
 
 
-def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCallback]) -> dict:
+def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCallback],
+           diag: Collector) -> dict:
     output = Path(cfg.output)
     if info.is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -225,6 +234,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     loss_fn = CountingLoss(cfg.loss, classes, cfg.label_smoothing, cfg.loss_weight).to(info.device)
+    diag.attach(model, optimizer, classes.to_class)
 
     start_epoch, best, history, stale = 0, None, [], 0
     if cfg.resume and (output / "last.pt").is_file():
@@ -255,7 +265,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
         sampler.set_epoch(epoch)
         record = {"epoch": epoch + 1}
         record.update(train_one_epoch(model, loss_fn, optimizer, scheduler, train_loader, classes,
-                                      cfg, info, epoch, ema))
+                                      cfg, info, epoch, ema, diag))
         scored = ema.module if ema is not None else _unwrap(model)
         logits, counts = predict(scored, val_loader, info, cfg.channels_last)
         val = evaluate(logits, counts, classes)
@@ -282,6 +292,11 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
                      record["val_accuracy"], record["val_rmse"], record["images_per_s"])
         for callback in callbacks:
             callback(epoch, record)
+        diag.end_epoch(record)
+        if diag.should_stop(info.device):
+            log.warning("stopped after epoch %d: --stop-on-issue %s", epoch + 1,
+                        " ".join(diag.stopped_by))
+            break
         if cfg.patience and stale >= cfg.patience:
             if info.is_main:
                 log.info("early stop: no improvement for %d epochs", stale)

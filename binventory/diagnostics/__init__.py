@@ -1,0 +1,1 @@
+"""Training diagnostics: collection during training, rules, profiling and the run report."""

@@ -1,0 +1,73 @@
+"""``binventory profile``: a few training steps under torch.profiler, set up like ``binventory train``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from binventory import BinventoryError
+from binventory.training.config import add_config_arguments, config_from_args
+
+
+def add_parsers(commands, formatter) -> None:
+    p = commands.add_parser(
+        "profile", formatter_class=formatter, help="profile a few training steps",
+        description="Build the model, data and optimizer exactly as 'binventory train' would, run "
+                    "a few steps under torch.profiler and write OUT/trace.json (open it in "
+                    "https://ui.perfetto.dev or chrome://tracing), OUT/summary.json and "
+                    "OUT/summary.txt: top operators and the step time split into data, forward, "
+                    "backward and optimizer. Every training run also writes report.html and "
+                    "rules.json (see --diagnostics-every); this command is for a closer look.",
+        epilog="example:\n  binventory profile --manifest m.parquet --steps 10 --out runs/profile")
+    group = p.add_argument_group("profile")
+    group.add_argument("--steps", type=int, default=10, help="steps recorded")
+    group.add_argument("--warmup", type=int, default=2, help="steps run first and not recorded")
+    group.add_argument("--out", type=Path, default=Path("runs/profile"), help="output folder")
+    add_config_arguments(p)
+    p.set_defaults(func=_profile)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from binventory.diagnostics.profile import format_summary
+
+    cfg = config_from_args(args)
+    if not cfg.manifest:
+        raise BinventoryError("--manifest is required")
+    if args.steps < 1 or args.warmup < 0:
+        raise BinventoryError("--steps must be at least 1 and --warmup at least 0")
+    summary = profile_training(cfg, args.out, args.steps, args.warmup)
+    print(format_summary(summary))
+    print(json.dumps({k: summary[k] for k in ("step_ms", "trace")}))
+    return 0
+
+
+def profile_training(cfg, out: Path, steps: int, warmup: int) -> dict:
+    """The training set-up of binventory.training.train, one process, then profile_steps."""
+    import torch
+
+    from binventory.data.preprocess import Preprocess
+    from binventory.diagnostics.profile import profile_steps
+    from binventory.model.classes import CountClasses
+    from binventory.model.factory import create_model, normalization, set_train_mode
+    from binventory.model.losses import CountingLoss
+    from binventory.training import distributed
+    from binventory.training.train import build_optimizer, load_data, seed_everything
+
+    info = distributed.DistInfo(device=distributed.pick_device(cfg.device))
+    seed_everything(cfg.seed)
+    classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
+    preprocess = Preprocess(cfg.image_size, cfg.resize, *normalization(cfg.backbone))
+    _, _, _, loader, _, _ = load_data(cfg, info, preprocess)
+    model = create_model(cfg.backbone, classes.num_classes, cfg.weights, cfg.dropout).to(info.device)
+    if cfg.freeze:
+        from binventory.model.factory import freeze_stages
+        freeze_stages(model, cfg.freeze)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    set_train_mode(model)
+    loss_fn = CountingLoss(cfg.loss, classes, cfg.label_smoothing, cfg.loss_weight).to(info.device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=cfg.amp and info.device.type == "cuda")
+    return profile_steps(model, loss_fn, build_optimizer(model, cfg), loader, classes.to_class, out,
+                         steps, warmup, info.device, autocast,
+                         prepare=lambda x: x.contiguous(memory_format=memory_format))
