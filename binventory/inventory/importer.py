@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from tqdm import tqdm
 
 from binventory import BinventoryError
@@ -77,10 +77,6 @@ def _read(path: str) -> BinRecord | tuple[str, str]:
         return (os.path.basename(path), str(e))
 
 
-def _upsert(db: Database, table):
-    return (postgresql.insert if db.dialect == "postgresql" else sqlite.insert)(table)
-
-
 def _ids(session, column, key, values: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for start in range(0, len(values), LOOKUP):
@@ -89,39 +85,67 @@ def _ids(session, column, key, values: list[str]) -> dict[str, int]:
     return out
 
 
+SKU_COLUMNS = ("asin", "name", "length", "width", "height", "weight")
+
+
+def _copy(conn, table: str, columns: tuple[str, ...], rows) -> None:
+    """PostgreSQL's COPY, inside the session's transaction: an order of magnitude faster than
+    INSERT for hundreds of thousands of rows."""
+    with conn.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def _upsert_skus(db: Database, conn, skus: dict[str, tuple]) -> dict[str, int]:
+    """Insert or refresh the SKUs; returns their ids by ASIN."""
+    if db.dialect == "postgresql":
+        conn.exec_driver_sql("CREATE TEMP TABLE sku_import (LIKE sku INCLUDING DEFAULTS) ON COMMIT DROP")
+        _copy(conn, "sku_import", SKU_COLUMNS, skus.values())
+        cols = ", ".join(SKU_COLUMNS)
+        rows = conn.exec_driver_sql(
+            f"INSERT INTO sku ({cols}) SELECT {cols} FROM sku_import ON CONFLICT (asin) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in SKU_COLUMNS[1:]) + " RETURNING id, asin")
+        return {asin: i for i, asin in rows}
+    # SQLite: RETURNING makes SQLAlchemy send multi-row VALUES batches and hands back the ids.
+    stmt = sqlite.insert(Sku)
+    stmt = stmt.on_conflict_do_update(index_elements=["asin"],
+                                      set_={c: stmt.excluded[c] for c in SKU_COLUMNS[1:]})
+    rows = conn.execute(stmt.returning(Sku.id, Sku.asin), [dict(zip(SKU_COLUMNS, v)) for v in skus.values()])
+    return {asin: i for i, asin in rows}
+
+
+def _insert(db: Database, conn, table, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    if db.dialect == "postgresql":
+        _copy(conn, table.__tablename__, columns, rows)
+    else:
+        conn.execute(insert(table), [dict(zip(columns, r)) for r in rows])
+
+
 def _write_chunk(db: Database, records: list[BinRecord], report: ImportReport) -> None:
-    # Core statements on the session's connection: the ORM's bulk path costs more than SQLite.
-    skus: dict[str, dict] = {}
-    for record in records:
-        for s in record.skus:
-            skus[s.asin] = {"asin": s.asin, "name": s.name, "length": s.length, "width": s.width,
-                            "height": s.height, "weight": s.weight}
+    # Core statements on the session's connection: the ORM's bulk path costs more than the database.
+    skus = {s.asin: (s.asin, s.name, s.length, s.width, s.height, s.weight)
+            for record in records for s in record.skus}
     with db.session() as session:
-        if skus:
-            stmt = _upsert(db, Sku)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["asin"],
-                set_={c: stmt.excluded[c] for c in ("name", "length", "width", "height", "weight")})
-            session.connection().execute(stmt, list(skus.values()))
+        conn = session.connection()
+        sku_ids = _upsert_skus(db, conn, skus) if skus else {}
         report.skus_upserted += len(skus)
-        codes = [r.image_id for r in records]
-        existing = _ids(session, Bin.id, Bin.code, codes)
+        existing = _ids(session, Bin.id, Bin.code, [r.image_id for r in records])
         new = [r for r in records if r.image_id not in existing]
         report.bins_existing += len(records) - len(new)
         if not new:
             return
         now = utcnow()
-        session.connection().execute(insert(Bin), [{"code": r.image_id, "created_at": now} for r in new])
+        _insert(db, conn, Bin, ("code", "created_at"), [(r.image_id, now) for r in new])
         bin_ids = _ids(session, Bin.id, Bin.code, [r.image_id for r in new])
-        sku_ids = _ids(session, Sku.id, Sku.asin, sorted({s.asin for r in new for s in r.skus}))
         lines: dict[tuple[int, int], int] = {}
         for r in new:
             for s in r.skus:
                 key = (bin_ids[r.image_id], sku_ids[s.asin])
                 lines[key] = lines.get(key, 0) + s.quantity
         if lines:
-            session.connection().execute(insert(BinContent), [{"bin_id": b, "sku_id": k, "quantity": q}
-                                                 for (b, k), q in lines.items()])
+            _insert(db, conn, BinContent, ("bin_id", "sku_id", "quantity"),
+                    [(b, k, q) for (b, k), q in lines.items()])
         report.bins_added += len(new)
         report.contents_added += len(lines)
 
