@@ -1,5 +1,8 @@
 """Diagnostics through the real commands: binventory train, evaluate and profile."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -7,6 +10,7 @@ from binventory.cli import main
 from binventory.diagnostics.rules import RULE_NAMES
 from binventory.training.config import TrainConfig
 from tests.training.conftest import TINY
+from tests.training.test_train import _free_port
 
 
 def _train(manifest, output, epochs, *extra):
@@ -72,3 +76,18 @@ def test_profile_writes_trace_and_step_split(tiny_manifest, tmp_path, capsys):
     trace = json.loads((out / "trace.json").read_text())
     names = {e.get("name") for e in trace["traceEvents"]}
     assert {"data", "forward", "backward", "optimizer"} <= names
+
+
+def test_torchrun_ranks_stop_together_and_only_rank_0_reports(tiny_manifest, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "binventory",
+           "train", "--manifest", str(tiny_manifest), "--output", str(out), "--epochs", "6",
+           *TINY, "--lr", "0", "--diagnostics-every", "1", "--stop-on-issue", "loss_not_decreasing"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=400,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Both ranks leave the loop after the same epoch (else the run would hang in a collective).
+    assert result.stderr.count("stopped after epoch") == 2
+    assert json.loads((out / "rules.json").read_text())["stopped_by"] == ["loss_not_decreasing"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) < 6
