@@ -82,10 +82,11 @@ def open_tasks(session: Session, findings: list[tuple[int, int, Finding]]) -> No
     """For each (bin id, observation id, finding), in order: update the bin's active task with
     the newest evidence, or open one. Two statements per batch, however many findings."""
     merged: dict[int, dict] = {}
+    # Filter the status here, not in SQL: given "status IN (?, ?)", SQLite's planner picks the
+    # queue's (status, priority) index and scans every open task of the inventory per batch.
     active = {t.bin_id: t for t in session.execute(
-        select(AuditTask.bin_id, AuditTask.id, AuditTask.reason, AuditTask.priority)
-        .where(AuditTask.bin_id.in_({b for b, _, _ in findings}),
-               AuditTask.status.in_(ACTIVE_STATUSES)))}
+        select(AuditTask.bin_id, AuditTask.id, AuditTask.reason, AuditTask.priority, AuditTask.status)
+        .where(AuditTask.bin_id.in_({b for b, _, _ in findings}))) if t.status in ACTIVE_STATUSES}
     for bin_id, observation_id, f in findings:
         old = merged.get(bin_id)
         if old is None and bin_id in active:
