@@ -6,7 +6,8 @@
     python bench/ingest.py --bins 50000           # a quicker run
 
 Observations go through the same code as ``binventory reconcile`` (write_observations: insert,
-idempotency key, audit tasks for flags and reviews), one transaction per batch of 64; the model's
+idempotency key, audit tasks for flags and reviews), one transaction per 256 photos (reconcile's
+--commit-every default); the model's
 probabilities are random, so the decision mix is roughly the uncalibrated policy's. Targets (issue
 5): >= 5,000 observations/s; the import in < 2 minutes.
 """
@@ -68,7 +69,7 @@ def bench_import(db: Database, folder: Path, workers: int) -> dict:
             "rerun_seconds": rerun}
 
 
-def bench_observations(db: Database, n: int, batch: int = 64, seed: int = 0) -> dict:
+def bench_observations(db: Database, n: int, batch: int = 256, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     classes = CountClasses(0, 5, True)
     policy = Policy.default()

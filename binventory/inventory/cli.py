@@ -111,7 +111,9 @@ def add_parsers(commands, formatter) -> None:
                         "conservative blind thresholds)")
     _db(p)
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference engine")
-    p.add_argument("--batch-size", type=int, default=32, help="photos per model call and per transaction")
+    p.add_argument("--batch-size", type=int, default=32, help="photos per model call")
+    p.add_argument("--commit-every", type=int, default=256,
+                   help="photos per database transaction (a kill loses at most this many counts)")
     p.add_argument("--workers", type=int, default=4, help="threads reading and decoding photos")
     p.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint (unset: AWS)")
     p.set_defaults(func=_reconcile)
@@ -254,8 +256,8 @@ def _reconcile(args: argparse.Namespace) -> int:
     from binventory.inventory.reconcile import reconcile
     from binventory.serving.predictor import Predictor
 
-    if args.batch_size < 1 or args.workers < 1:
-        raise BinventoryError("--batch-size and --workers must be at least 1")
+    if min(args.batch_size, args.commit_every, args.workers) < 1:
+        raise BinventoryError("--batch-size, --commit-every and --workers must be at least 1")
     predictor = Predictor.load(args.model, backend=args.backend)
     policy = Policy.load(args.policy) if args.policy else Policy.default()
     if policy.model_version and policy.model_version != predictor.version:
@@ -263,7 +265,7 @@ def _reconcile(args: argparse.Namespace) -> int:
                               f"{predictor.version!r}: calibrate it for this model")
     db = _open(args)
     report = reconcile(db, predictor, policy, args.input, model_path=str(args.model),
-                       batch_size=args.batch_size, workers=args.workers,
+                       batch_size=args.batch_size, commit_every=args.commit_every, workers=args.workers,
                        endpoint_url=args.s3_endpoint_url, split=args.split)
     print(report.describe())
     print_status(db)

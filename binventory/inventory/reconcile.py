@@ -116,9 +116,8 @@ def write_observations(session: Session, views: list[BinView], photos: list[Phot
 
 
 def judge(db: Database, predictor: Predictor, policy: Policy, views: list[BinView],
-          photos: list[Photo], pixels: np.ndarray) -> tuple[list[Decision], list[int | None]]:
-    """Count, decide and write one batch in one transaction."""
-    probs = predictor.predict_arrays(pixels)
+          photos: list[Photo], probs: np.ndarray) -> tuple[list[Decision], list[int | None]]:
+    """Decide and write a group of counted photos in one transaction."""
     decisions = policy.decide(probs, predictor.classes, [v.expected for v in views],
                               [v.records for v in views])
     with db.session() as session:
@@ -168,12 +167,14 @@ def _seen(session: Session, version: str, keys: list[tuple[int, str]]) -> set[tu
 
 
 def reconcile(db: Database, predictor: Predictor, policy: Policy, inputs: str | Path, *,
-              model_path: str = "", batch_size: int = 32, workers: int = 4,
+              model_path: str = "", batch_size: int = 32, commit_every: int = 256, workers: int = 4,
               endpoint_url: str | None = None, split: str | None = None,
               progress: bool = True) -> ReconcileReport:
     """Judge every photo under ``inputs`` (a folder, an s3:// prefix or a manifest); a photo's
     bin is its file name without the suffix (ABID: bin-images/<id>.jpg); ``split`` picks one
-    split of a manifest."""
+    split of a manifest. Photos are counted ``batch_size`` at a time and written about
+    ``commit_every`` at a time, one transaction each (a kill loses at most that many counts, which
+    the rerun redoes)."""
     items, client = list_inputs(inputs, endpoint_url, split=split)
     report = ReconcileReport(images=len(items))
     with db.session() as session:
@@ -186,6 +187,21 @@ def reconcile(db: Database, predictor: Predictor, policy: Policy, inputs: str | 
         return load_item(item, predictor.preprocess, client)
 
     bar = tqdm(total=len(known), unit="img", desc="reconcile", disable=not progress)
+    pending: list[tuple[Photo, np.ndarray]] = []
+
+    def flush() -> None:
+        photos = [p for p, _ in pending]
+        decisions, ids = judge(db, predictor, policy, [views[p.code] for p in photos], photos,
+                               np.stack([row for _, row in pending]))
+        pending.clear()
+        for decision, obs_id in zip(decisions, ids):
+            if obs_id is None:
+                report.already_seen += 1
+            else:
+                report.observed += 1
+                report.decisions[decision.action] += 1
+        bar.set_postfix(report.decisions)
+
     for batch in loaded_batches(known, load, workers, batch_size):
         bar.update(len(batch))
         good = []
@@ -199,17 +215,13 @@ def reconcile(db: Database, predictor: Predictor, policy: Policy, inputs: str | 
                          [(views[x.item.image_id].bin_id, x.sha256) for x in good])
         todo = [x for x in good if (views[x.item.image_id].bin_id, x.sha256) not in seen]
         report.already_seen += len(good) - len(todo)
-        if not todo:
-            continue
-        photos = [Photo(x.item.image_id, x.item.source, x.sha256, _captured_at(x.item.source)) for x in todo]
-        decisions, ids = judge(db, predictor, policy, [views[p.code] for p in photos], photos,
-                               np.stack([x.pixels for x in todo]))
-        for decision, obs_id in zip(decisions, ids):
-            if obs_id is None:
-                report.already_seen += 1
-            else:
-                report.observed += 1
-                report.decisions[decision.action] += 1
-        bar.set_postfix(report.decisions)
+        if todo:
+            probs = predictor.predict_arrays(np.stack([x.pixels for x in todo]))
+            pending += [(Photo(x.item.image_id, x.item.source, x.sha256, _captured_at(x.item.source)), row)
+                        for x, row in zip(todo, probs)]
+        if len(pending) >= commit_every:
+            flush()
+    if pending:
+        flush()
     bar.close()
     return report

@@ -50,7 +50,8 @@ def policy(predictor, dataset):
 
 
 def run(db, predictor, policy, dataset, **kw):
-    return reconcile(db, predictor, policy, dataset, batch_size=kw.pop("batch_size", 4), workers=2,
+    size = kw.pop("batch_size", 4)
+    return reconcile(db, predictor, policy, dataset, batch_size=size, commit_every=size, workers=2,
                      progress=False, **kw)
 
 
@@ -127,7 +128,7 @@ def test_sigkill_mid_run_then_rerun_matches_a_clean_run(tmp_path, model_path, pr
     for url in urls.values():
         load(Database.open(url), dataset)
     args = ["reconcile", "--model", str(model_path), "--input", str(dataset), "--policy",
-            str(policy_path), "--batch-size", "1", "--workers", "1"]
+            str(policy_path), "--batch-size", "1", "--commit-every", "1", "--workers", "1"]
     assert main([*args, "--db", urls["clean"]]) == 0
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
