@@ -65,6 +65,9 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
                      image_dir: str | Path) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERRORS)
     image_dir = Path(image_dir)
+    # The served model judges every upload: record it (and its thresholds) once, not per photo.
+    with db.session() as session:
+        register_model(session, counting.predictor, policy)
 
     def writer(request: Request) -> str:
         """The name behind the request's bearer token (writes only)."""
@@ -138,7 +141,6 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
         decision = policy.decide(probs[None], predictor.classes, [view.expected], [view.records])[0]
         photo = Photo(code, str(path), sha, captured_at or utcnow())
         with db.session() as session:
-            register_model(session, predictor, policy)
             obs_id = write_observations(session, [view], [photo], probs[None], predictor.classes.names,
                                         predictor.version, [decision])[0]
             duplicate = obs_id is None

@@ -108,13 +108,6 @@ def open_tasks(session: Session, findings: list[tuple[int, int, Finding]]) -> No
         session.connection().execute(insert(AuditTask), inserts)
 
 
-def open_task(session: Session, bin_id: int, observation_id: int, finding: Finding) -> AuditTask:
-    """The bin's active task, updated with this evidence, or a new one."""
-    open_tasks(session, [(bin_id, observation_id, finding)])
-    return session.scalar(select(AuditTask).where(AuditTask.bin_id == bin_id,
-                                                  AuditTask.status.in_(ACTIVE_STATUSES)))
-
-
 def _transition(session: Session, task_id: int, allowed: tuple[str, ...], **values) -> AuditTask:
     result = session.execute(update(AuditTask)
                              .where(AuditTask.id == task_id, AuditTask.status.in_(allowed))

@@ -97,7 +97,6 @@ def write_observations(session: Session, views: list[BinView], photos: list[Phot
             for v, p, row, d in zip(views, photos, probs, decisions)]
     if not rows:
         return []
-    assert all(d.action in DECISIONS for d in decisions)
     stmt = (insert(Observation).on_conflict_do_nothing(
         index_elements=["bin_id", "image_sha256", "model_version"])
         .returning(Observation.id, Observation.bin_id, Observation.image_sha256))

@@ -3,7 +3,7 @@ import pytest
 from sqlalchemy import select
 
 from binventory.inventory import audit
-from binventory.inventory.models import Adjustment, Bin, Observation, utcnow
+from binventory.inventory.models import ACTIVE_STATUSES, Adjustment, AuditTask, Bin, Observation, utcnow
 from tests.inventory.helpers import load, make_dataset
 
 
@@ -24,8 +24,9 @@ def observe(db, code: str, reason: str = "flag", priority: float = 1.5, predicte
                           expected_quantity=expected, decision=reason, score=0.1, created_at=utcnow())
         s.add(obs)
         s.flush()
-        return audit.open_task(s, found.id, obs.id,
-                               audit.Finding(reason, priority, predicted, expected)).id
+        audit.open_tasks(s, [(found.id, obs.id, audit.Finding(reason, priority, predicted, expected))])
+        return s.scalar(select(AuditTask.id).where(AuditTask.bin_id == found.id,
+                                                   AuditTask.status.in_(ACTIVE_STATUSES)))
 
 
 def contents(db, code: str) -> dict[str, int]:
