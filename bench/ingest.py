@@ -103,11 +103,8 @@ def start_postgres() -> tuple[str | None, callable]:
         return None, lambda: None
 
     def stop():
-        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
-        user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*user, str(pg_ctl), "-D", str(folder / "data"), "-m", "fast", "stop"],
+        subprocess.run([str(REPO / "scripts" / "pg-throwaway.sh"), "--stop", str(folder)],
                        capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
     return url, stop
 
 

@@ -8,7 +8,6 @@ server is a failure).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 import uuid
@@ -42,11 +41,8 @@ def pg_admin_url():
     try:
         yield url
     finally:
-        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
-        user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*user, str(pg_ctl), "-D", str(folder / "data"), "-m", "immediate", "stop"],
+        subprocess.run([str(ROOT / "scripts" / "pg-throwaway.sh"), "--stop", str(folder)],
                        capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fresh_pg_database(admin_url: str) -> tuple[str, callable]:
