@@ -125,15 +125,11 @@ def _open(args):
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from binventory.inventory.db import current_revision, downgrade, head_revision, make_engine, upgrade
+    from binventory.inventory.db import current_revision, make_engine, migrate
 
     engine = make_engine(args.db)
     before = current_revision(engine)
-    if args.revision == "base" or (before and args.revision not in ("head", head_revision()) and
-                                   args.revision < before):
-        downgrade(engine, args.revision)
-    else:
-        upgrade(engine, args.revision)
+    migrate(engine, args.revision)
     print(f"{engine.url.render_as_string(hide_password=True)}: {before or 'empty'} -> "
           f"{current_revision(engine) or 'empty'}")
     return 0

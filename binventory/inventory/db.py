@@ -20,6 +20,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -87,6 +89,21 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def downgrade(engine: Engine, revision: str = "base") -> None:
     with engine.begin() as connection:
         command.downgrade(_alembic_config(connection), revision)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` ('head', 'base' or an id), up or down as it lies."""
+    script = ScriptDirectory(str(MIGRATIONS))
+    try:
+        target = None if revision == "base" else script.get_revision(revision).revision
+    except (CommandError, RevisionError):
+        raise BinventoryError(f"unknown schema revision {revision!r}") from None
+    current = current_revision(engine)
+    below = set() if current is None else {r.revision for r in script.iterate_revisions(current, "base")}
+    if current is not None and target != current and (target is None or target in below):
+        downgrade(engine, revision)
+    else:
+        upgrade(engine, revision)
 
 
 def current_revision(engine: Engine) -> str | None:

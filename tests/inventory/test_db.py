@@ -58,3 +58,15 @@ def test_bad_url_is_a_clear_error():
         make_engine("nonsense")
     with pytest.raises(BinventoryError, match="unsupported database"):
         make_engine("mysql://u@h/db")
+
+
+def test_migrate_command_goes_up_and_down(db_url, capsys):
+    from binventory.cli import main
+
+    assert main(["inventory", "migrate", "--db", db_url]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"empty -> {head_revision()}")
+    assert main(["inventory", "migrate", "--db", db_url, "--revision", head_revision()]) == 0
+    assert main(["inventory", "migrate", "--db", db_url, "--revision", "base"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{head_revision()} -> empty")
+    assert main(["inventory", "migrate", "--db", db_url, "--revision", "nope"]) == 2
+    assert "unknown schema revision 'nope'" in capsys.readouterr().err
