@@ -65,9 +65,9 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
                      image_dir: str | Path) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERRORS)
     image_dir = Path(image_dir)
-    # The served model judges every upload: record it (and its thresholds) once, not per photo.
-    with db.session() as session:
-        register_model(session, counting.predictor, policy)
+    # The served model is recorded (with its thresholds) with the first upload it judges, not
+    # again with every photo: the policy alone is ~100 KB of JSON.
+    registered = []
 
     def writer(request: Request) -> str:
         """The name behind the request's bearer token (writes only)."""
@@ -141,6 +141,8 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
         decision = policy.decide(probs[None], predictor.classes, [view.expected], [view.records])[0]
         photo = Photo(code, str(path), sha, captured_at or utcnow())
         with db.session() as session:
+            if not registered:
+                register_model(session, predictor, policy)
             obs_id = write_observations(session, [view], [photo], probs[None], predictor.classes.names,
                                         predictor.version, [decision])[0]
             duplicate = obs_id is None
@@ -150,8 +152,10 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
                     Observation.model_version == predictor.version))
             obs = session.get(Observation, obs_id)
             task = session.scalar(select(AuditTask).where(AuditTask.observation_id == obs_id))
-            return {**observation_dict(obs), "duplicate": duplicate,
-                    "task": task_dict(task) if task is not None else None}
+            answer = {**observation_dict(obs), "duplicate": duplicate,
+                      "task": task_dict(task) if task is not None else None}
+        registered.append(True)  # committed
+        return answer
 
     @router.get("/observations/{obs_id}/image", summary="The photo of an observation",
                 response_class=Response)
