@@ -65,7 +65,7 @@ def pick_images(args, workdir: Path) -> tuple[list[Path], dict[str, int] | None,
 def untrained_model(path: Path) -> Path:
     model = create_model("mobilenet_v2", 7, weights="none").eval()
     return save_artifact(path, model, classes=CountClasses(), preprocess=Preprocess(224),
-                         version="untrained-mobilenet_v2-224")
+                         name="untrained-mobilenet_v2-224")
 
 
 def peak_flops(n: int = 2048, repeats: int = 5) -> float:
@@ -173,7 +173,7 @@ def main() -> None:
         fp32, int8 = outputs["ours: ONNX Runtime fp32"], outputs["ours: ONNX Runtime int8"]
         ok = fp32.error.isna()
         same = (fp32.label[ok] == int8.label[ok]).mean()
-        untrained = counting.version == "untrained-mobilenet_v2-224"
+        untrained = counting.name == "untrained-mobilenet_v2-224"
         print(f"\nint8 vs fp32: same count for {same:.1%} of {ok.sum()} images, max probability "
               f"difference {exported.int8_diff:.3f} on the check images"
               + (" (untrained model: not meaningful)" if untrained else ""))

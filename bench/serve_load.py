@@ -52,7 +52,7 @@ def random_model(workdir: Path) -> Path:
 
     path = workdir / "bench-model.pt"
     save_artifact(path, create_model("mobilenet_v2", 7, weights="none"), classes=CountClasses(0, 5, True),
-                  preprocess=Preprocess(image_size=224), version="bench-random")
+                  preprocess=Preprocess(image_size=224), name="bench-random")
     return path
 
 

@@ -41,7 +41,7 @@ def cached_sample(model: Path, manifest: Path, split: str, cache: Path):
 
     root, rows = cal.load_images(manifest, split)
     counting = load_artifact(model)
-    key = hashlib.sha256(("\n".join(rows.image_id) + counting.version + str(model.stat().st_mtime))
+    key = hashlib.sha256(("\n".join(rows.image_id) + counting.model_id + str(model.stat().st_mtime))
                          .encode()).hexdigest()[:12]
     path = cache / f"preds-{split}-{key}.npz"
     if path.is_file():
@@ -50,7 +50,7 @@ def cached_sample(model: Path, manifest: Path, split: str, cache: Path):
         metas = [read_metadata(root / p, i) for i, p in zip(rows.image_id, rows.metadata_path)]
         return cal.Sample(list(rows.image_id), z["probs"],
                           np.array([m.expected_quantity for m in metas]),
-                          [cal.item_records(m) for m in metas], counting.classes, counting.version)
+                          [cal.item_records(m) for m in metas], counting.classes, counting.model_id)
     sample = cal.load_sample(model, manifest, split)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, probs=sample.probs)

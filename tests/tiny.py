@@ -23,9 +23,9 @@ def image_bytes(seed: int, fmt: str = "JPEG") -> bytes:
     return buf.getvalue()
 
 
-def save_tiny_model(path: Path, version: str = "test-v1") -> Path:
-    """An untrained MobileNetV2 on 32 px images, classes 0..5 and 6+."""
-    torch.manual_seed(0)
+def save_tiny_model(path: Path, name: str = "test-v1", seed: int = 0) -> Path:
+    """An untrained MobileNetV2 on 32 px images, classes 0..5 and 6+ (seed: its weights)."""
+    torch.manual_seed(seed)
     model = create_model("mobilenet_v2", 7, weights="none")
     preprocess = Preprocess(image_size=32)
     # Freshly initialized batch norm squashes the differences between images to ~1e-9, so every
@@ -40,5 +40,5 @@ def save_tiny_model(path: Path, version: str = "test-v1") -> Path:
         model(torch.stack([preprocess(image_bytes(1000 + i)) for i in range(32)]))
         model.eval()
     save_artifact(path, model, classes=CountClasses(0, 5, True), preprocess=preprocess,
-                  temperature=1.3, version=version)
+                  temperature=1.3, name=name)
     return path

@@ -144,12 +144,12 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
             if not registered:
                 register_model(session, predictor, policy)
             obs_id = write_observations(session, [view], [photo], probs[None], predictor.classes.names,
-                                        predictor.version, [decision])[0]
+                                        predictor.model_id, [decision])[0]
             duplicate = obs_id is None
             if duplicate:
                 obs_id = session.scalar(select(Observation.id).where(
                     Observation.bin_id == view.bin_id, Observation.image_sha256 == sha,
-                    Observation.model_version == predictor.version))
+                    Observation.model_version == predictor.model_id))
             obs = session.get(Observation, obs_id)
             task = session.scalar(select(AuditTask).where(AuditTask.observation_id == obs_id))
             answer = {**observation_dict(obs), "duplicate": duplicate,

@@ -102,7 +102,7 @@ def load_sample(model: str | Path, manifest: str | Path, split: str, batch_size:
     return Sample(ids=list(rows.image_id), probs=probs,
                   expected=np.array([m.expected_quantity for m in metas]),
                   records=[item_records(m) for m in metas], classes=predictor.classes,
-                  model_version=predictor.version)
+                  model_version=predictor.model_id)
 
 
 # ---- injected errors -------------------------------------------------------------------------

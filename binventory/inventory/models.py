@@ -67,7 +67,8 @@ class BinContent(Base):
 
 class Model(Base):
     __tablename__ = "model"
-    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)  # the artifact's unique id
+    name: Mapped[str] = mapped_column(String(128), default="", server_default="")
     path: Mapped[str] = mapped_column(Text, default="")
     metrics: Mapped[dict | None] = mapped_column(JSON)
     policy: Mapped[dict | None] = mapped_column(JSON)

@@ -70,9 +70,9 @@ def load_bins(session: Session, codes: list[str]) -> dict[str, BinView]:
 
 def register_model(session: Session, predictor: Predictor, policy: Policy, path: str = "") -> None:
     """Remember the model (and the thresholds) that judged the observations."""
-    model = session.get(Model, predictor.version)
+    model = session.get(Model, predictor.model_id)
     if model is None:
-        model = Model(version=predictor.version, registered_at=utcnow())
+        model = Model(version=predictor.model_id, name=predictor.model_name, registered_at=utcnow())
         session.add(model)
     if path:  # an upload through the API knows no path: keep the one reconcile recorded
         model.path = str(path)
@@ -121,7 +121,7 @@ def judge(db: Database, predictor: Predictor, policy: Policy, views: list[BinVie
                               [v.records for v in views])
     with db.session() as session:
         ids = write_observations(session, views, photos, probs, predictor.classes.names,
-                                 predictor.version, decisions)
+                                 predictor.model_id, decisions)
     return decisions, ids
 
 
@@ -210,7 +210,7 @@ def reconcile(db: Database, predictor: Predictor, policy: Policy, inputs: str | 
             else:
                 good.append(x)
         with db.reader() as session:
-            seen = _seen(session, predictor.version,
+            seen = _seen(session, predictor.model_id,
                          [(views[x.item.image_id].bin_id, x.sha256) for x in good])
         todo = [x for x in good if (views[x.item.image_id].bin_id, x.sha256) not in seen]
         report.already_seen += len(good) - len(todo)

@@ -2,9 +2,16 @@
 temperature, training config, metrics and the data manifest's hash.
 
 It loads for inference with no training code and no training config.
+
+Every artifact has a ``model_id`` of its own, made when it is saved: a run stamp plus a hash of
+its weights. It keys everything a model leaves behind (observations, batch predictions, policies,
+the inventory's model rows), so a retrained model is never taken for the one before it, even on
+the same data and backbone. ``name`` is for people and need not be unique.
 """
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +39,8 @@ class CountingModel:
     metrics: dict = field(default_factory=dict)
     train_config: dict = field(default_factory=dict)
     manifest_hash: str = ""
-    version: str = ""
+    model_id: str = ""
+    name: str = ""
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
@@ -41,21 +49,40 @@ class CountingModel:
         return (logits.float() / self.temperature).softmax(dim=1).cpu()
 
 
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the weights (names, dtypes, shapes and values), independent of file layout."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def new_model_id(prefix: str, state_dict: dict[str, torch.Tensor]) -> str:
+    """``<prefix>-<UTC run stamp>-<weights hash>``: unique per saved model, sortable by time."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{prefix}-{stamp}-{weights_digest(state_dict)[:10]}"
+
+
 def save_artifact(path: str | Path, model: nn.Module, *, classes: CountClasses,
                   preprocess: Preprocess, temperature: float = 1.0, metrics: dict | None = None,
                   train_config: dict | None = None, manifest_hash: str = "",
-                  version: str | None = None) -> Path:
-    """Write the artifact atomically (a crash never leaves a half-written model file)."""
+                  name: str | None = None) -> Path:
+    """Write the artifact atomically (a crash never leaves a half-written model file).
+
+    ``name`` is the human-readable label (default: the backbone); the unique ``model_id`` is
+    always made here, never passed in, so no two saved models share one."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     spec: ModelSpec = model.binventory_spec
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "binventory_version": __version__,
-        "spec": spec.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "spec": spec.to_dict(), "state_dict": state_dict,
         "classes": classes.to_dict(), "preprocess": preprocess.to_dict(),
         "temperature": float(temperature), "metrics": metrics or {},
         "train_config": train_config or {}, "manifest_hash": manifest_hash,
-        "version": version or Path(path).stem,
+        "model_id": new_model_id(spec.backbone, state_dict), "name": name or spec.backbone,
     }
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
@@ -76,8 +103,13 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Count
     model = create_model(spec.backbone, spec.num_classes, weights="none", dropout=spec.dropout)
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
+    # Artifacts written before model ids had only a "version" that many models shared; their
+    # weights hash tells them apart.
+    legacy = payload.get("version", spec.backbone)
+    model_id = payload.get("model_id") or f"{legacy}-{weights_digest(payload['state_dict'])[:10]}"
     return CountingModel(model=model, spec=spec, classes=CountClasses.from_dict(payload["classes"]),
                          preprocess=Preprocess.from_dict(payload["preprocess"]),
                          temperature=payload["temperature"], metrics=payload["metrics"],
                          train_config=payload["train_config"],
-                         manifest_hash=payload["manifest_hash"], version=payload["version"])
+                         manifest_hash=payload["manifest_hash"], model_id=model_id,
+                         name=payload.get("name", legacy))

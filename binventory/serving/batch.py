@@ -182,7 +182,7 @@ def _rows(batch: list[Loaded], predictor: Predictor) -> list[dict]:
     rows = []
     for x in batch:
         row = {"image_id": x.item.image_id, "source": x.item.source, "sha256": x.sha256,
-               "model_version": predictor.version, "error": x.error}
+               "model_version": predictor.model_id, "error": x.error}
         if x.pixels is not None:
             pred = next(preds)
             row.update(count=pred.count, label=pred.label, confidence=pred.confidence,
@@ -261,7 +261,7 @@ def predict_batch(model_path: str | Path, inputs: str | Path, out: str | Path, *
 
 def _run(predictor: Predictor, shard: list[Item], client, out: Path, report: BatchReport, *,
          rank: int, workers: int, batch_size: int, part_rows: int, progress: bool) -> None:
-    done = _done_sources(out, predictor.version)
+    done = _done_sources(out, predictor.model_id)
     todo = [item for item in shard if item.source not in done]
     report.inputs, report.skipped = len(shard), len(shard) - len(todo)
     schema = output_schema(predictor.classes.names)

@@ -96,7 +96,7 @@ def _torch_export(module: InferenceModule, example: torch.Tensor, path: str, ops
 
 
 def metadata(counting: CountingModel, source_sha256: str) -> dict[str, str]:
-    return {"model_version": counting.version,
+    return {"model_version": counting.model_id, "model_name": counting.name,
             "classes": json.dumps(counting.classes.names),
             "count_classes": json.dumps(counting.classes.to_dict()),
             "preprocess": json.dumps(counting.preprocess.to_dict()),

@@ -76,7 +76,7 @@ class Predictor:
         self.counting = counting
         self.classes: CountClasses = counting.classes
         self.preprocess: Preprocess = counting.preprocess
-        self.version = counting.version
+        self.model_id, self.model_name = counting.model_id, counting.name
         self.backend = backend
         self.module = InferenceModule(counting.model, counting.preprocess, counting.temperature).eval()
         self._session = None
@@ -116,7 +116,7 @@ class Predictor:
             out.append(Prediction(count=int(self.classes.to_count(torch.tensor(k))), label=names[k],
                                   confidence=float(row[k]),
                                   probabilities={n: float(p) for n, p in zip(names, row)},
-                                  model_version=self.version))
+                                  model_version=self.model_id))
         return out
 
     def predict(self, images: list[bytes]) -> list[Prediction]:

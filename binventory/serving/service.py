@@ -162,7 +162,7 @@ class CountingService:
         size = self.predictor.preprocess.image_size
         await self.batcher.submit(np.zeros((size, size, 3), np.uint8))
         self.ready = True
-        log.info("model %s ready (%s backend)", self.predictor.version, self.predictor.backend)
+        log.info("model %s ready (%s backend)", self.predictor.model_id, self.predictor.backend)
 
     async def stop(self) -> None:
         self.ready = False
@@ -310,7 +310,7 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> FastAP
             await service.stop()
 
     app = FastAPI(title="binventory", summary="Count items in warehouse bin photos",
-                  version=predictor.version or "unversioned", lifespan=lifespan)
+                  version=predictor.model_id or "unversioned", lifespan=lifespan)
     app.state.counting = service  # for tests and for APIs mounted later
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(counting_router(service))
@@ -323,7 +323,8 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> FastAP
     async def readyz():
         if not service.ready:
             return JSONResponse({"detail": "model not ready", "status": "not_ready"}, 503)
-        return {"status": "ready", "model_version": predictor.version, "backend": predictor.backend}
+        return {"status": "ready", "model_version": predictor.model_id, "model_name": predictor.model_name,
+                "backend": predictor.backend}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus():

@@ -67,7 +67,7 @@ def evaluate_artifact(model_path: str | Path, manifest: str | Path, split: str, 
     logits, counts = torch.cat(logits), torch.cat(counts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"model": str(model_path), "model_version": counter.version, "split": split,
+    results = {"model": str(model_path), "model_version": counter.model_id, "split": split,
                "temperature": counter.temperature, "protocols": {}}
     for name in protocols:
         m = evaluate_logits(logits, counts, counter.classes, counter.temperature, PROTOCOLS[name])

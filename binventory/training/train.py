@@ -347,7 +347,7 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
                             counts=test_counts.numpy())
     save_artifact(output / "model.pt", model, classes=classes, preprocess=preprocess,
                   temperature=temperature, metrics=metrics, train_config=cfg.to_dict(),
-                  manifest_hash=data_hash, version=f"{cfg.backbone}-{data_hash[:8]}")
+                  manifest_hash=data_hash, name=f"{cfg.backbone}-{data_hash[:8]}")
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"metrics": metrics, "output": str(output), "history": history,
             "model": str(output / "model.pt")}

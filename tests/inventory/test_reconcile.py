@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from binventory.cli import main
 from binventory.inventory import reconcile as reconcile_mod
 from binventory.inventory.db import Database
-from binventory.inventory.models import Observation
+from binventory.inventory.models import Model, Observation
 from binventory.inventory.policy import Policy
 from binventory.inventory.reconcile import reconcile
 from binventory.inventory.verify import BlindVerifier, p_expected
@@ -70,6 +70,24 @@ def test_reconcile_judges_every_photo_once(db, predictor, policy, dataset):
     assert snapshot(db) == state
 
 
+def test_a_retrained_model_judges_the_photos_again(db, predictor, policy, dataset, tmp_path):
+    # Same name, backbone and data as the first model (what a rerun of `train` gives): only
+    # the weights differ, and its judgements must not be taken for the old model's.
+    retrained = Predictor.load(save_tiny_model(tmp_path / "retrained.pt", seed=1))
+    assert retrained.model_name == predictor.model_name
+    load(db, dataset)
+    run(db, predictor, policy, dataset)
+    policy.model_version = None  # the thresholds are the test's, not either model's
+    report = run(db, retrained, policy, dataset)
+    assert (report.observed, report.already_seen) == (len(COUNTS), 0)
+    with db.session() as session:
+        models = session.execute(select(Model.version, Model.name)).all()
+        per_model = dict(session.execute(select(Observation.model_version, func.count())
+                                         .group_by(Observation.model_version)).all())
+    assert sorted(models) == sorted([(predictor.model_id, "test-v1"), (retrained.model_id, "test-v1")])
+    assert per_model == {predictor.model_id: len(COUNTS), retrained.model_id: len(COUNTS)}
+
+
 def test_unknown_bins_and_bad_photos_are_reported_not_fatal(db, predictor, policy, dataset):
     load(db, dataset)
     (dataset / "bin-images" / "stranger.jpg").write_bytes(jpeg_bytes())
@@ -88,11 +106,11 @@ class Crash(Exception):
 @pytest.mark.parametrize("where", ["between_batches", "inside_a_batch"])
 def test_a_crash_then_a_rerun_ends_like_one_clean_run(db_url, tmp_path, predictor, policy, dataset,
                                                       monkeypatch, where):
-    clean = Database.open(f"sqlite:///{tmp_path / 'clean.db'}")
+    clean = Database.open(f"sqlite:///{tmp_path / 'clean.db'}", create=True)
     load(clean, dataset)
     run(clean, predictor, policy, dataset)
 
-    db = Database.open(db_url)
+    db = Database.open(db_url, create=True)
     load(db, dataset)
     batches = {"n": 0}
     real_judge, real_open_tasks = reconcile_mod.judge, reconcile_mod.open_tasks
@@ -126,7 +144,7 @@ def test_sigkill_mid_run_then_rerun_matches_a_clean_run(tmp_path, model_path, pr
     policy_path = policy.save(tmp_path / "policy.json")
     urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("clean", "killed")}
     for url in urls.values():
-        load(Database.open(url), dataset)
+        load(Database.open(url, create=True), dataset)
     args = ["reconcile", "--model", str(model_path), "--input", str(dataset), "--policy",
             str(policy_path), "--batch-size", "1", "--commit-every", "1", "--workers", "1"]
     assert main([*args, "--db", urls["clean"]]) == 0
@@ -155,6 +173,15 @@ def test_a_policy_for_another_model_is_refused(tmp_path, model_path, dataset, ca
                  "--db", f"sqlite:///{tmp_path / 'x.db'}"])
     assert code == 2
     assert "calibrated for model 'someone-else'" in capsys.readouterr().err
+
+
+def test_a_policy_for_the_model_before_a_retrain_is_refused(tmp_path, predictor, dataset, capsys):
+    retrained = save_tiny_model(tmp_path / "retrained.pt", seed=1)  # same name, new weights
+    path = Policy(BlindVerifier(), 0.9, 0.1, model_version=predictor.model_id).save(tmp_path / "p.json")
+    code = main(["reconcile", "--model", str(retrained), "--input", str(dataset), "--policy", str(path),
+                 "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert code == 2
+    assert f"calibrated for model {predictor.model_id!r}" in capsys.readouterr().err
 
 
 def test_reconcile_one_split_of_a_manifest(db, predictor, policy, dataset):

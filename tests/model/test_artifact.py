@@ -14,16 +14,51 @@ def test_artifact_roundtrip(tmp_path):
     preprocess = Preprocess(image_size=32, resize="letterbox")
     path = save_artifact(tmp_path / "model.pt", model, classes=classes, preprocess=preprocess,
                          temperature=1.7, metrics={"val": {"accuracy": 0.5}},
-                         train_config={"lr": 0.001}, manifest_hash="abc123", version="v1")
+                         train_config={"lr": 0.001}, manifest_hash="abc123", name="v1")
     loaded = load_artifact(path)
     assert loaded.classes == classes and loaded.preprocess == preprocess
-    assert loaded.temperature == 1.7 and loaded.manifest_hash == "abc123" and loaded.version == "v1"
+    assert loaded.temperature == 1.7 and loaded.manifest_hash == "abc123" and loaded.name == "v1"
     assert loaded.metrics["val"]["accuracy"] == 0.5 and loaded.train_config == {"lr": 0.001}
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = (model(x) / 1.7).softmax(1)
     assert torch.allclose(loaded.predict_proba(x), expected, atol=1e-6)
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def _save(path, seed: int, **kwargs):
+    torch.manual_seed(seed)
+    model = create_model("mobilenet_v2", 7, "none").eval()
+    return load_artifact(save_artifact(path, model, classes=CountClasses(0, 5, True),
+                                       preprocess=Preprocess(image_size=32), **kwargs))
+
+
+def test_every_artifact_has_its_own_id(tmp_path):
+    # Same name, backbone, data and file name: only the weights differ (a retrained model).
+    first = _save(tmp_path / "a" / "model.pt", 0, name="mobilenet_v2-abcd1234", manifest_hash="abcd")
+    again = _save(tmp_path / "b" / "model.pt", 1, name="mobilenet_v2-abcd1234", manifest_hash="abcd")
+    assert first.name == again.name == "mobilenet_v2-abcd1234"
+    assert first.model_id != again.model_id
+    assert first.model_id.startswith("mobilenet_v2-") and len(first.model_id) <= 128
+    # Saved without a name: still a unique id, and the backbone as the readable name.
+    unnamed = [_save(tmp_path / f"u{i}" / "model.pt", i) for i in range(2)]
+    assert unnamed[0].model_id != unnamed[1].model_id and unnamed[0].name == "mobilenet_v2"
+    # The id is stored, not recomputed: loading twice gives the same one.
+    assert load_artifact(tmp_path / "a" / "model.pt").model_id == first.model_id
+
+
+def test_legacy_artifact_gets_an_id_from_its_weights(tmp_path):
+    ids = []
+    for seed in (0, 1):
+        path = tmp_path / f"m{seed}.pt"
+        _save(path, seed)
+        payload = torch.load(path, weights_only=True)
+        del payload["model_id"], payload["name"]
+        payload["version"] = "mobilenet_v2-abcd1234"  # what every run on this data was called
+        torch.save(payload, path)
+        ids.append(load_artifact(path).model_id)
+    assert ids[0] != ids[1] and all(i.startswith("mobilenet_v2-abcd1234-") for i in ids)
+    assert load_artifact(tmp_path / "m0.pt").name == "mobilenet_v2-abcd1234"
 
 
 def test_artifact_loads_without_training_code():

@@ -15,6 +15,7 @@ from PIL import Image
 from binventory import BinventoryError
 from binventory.cli import main
 from binventory.data.manifest import build_manifest, write_manifest
+from binventory.model.artifact import load_artifact
 from binventory.serving import batch as batch_mod
 from binventory.serving.batch import merge_parts, parts_dir, predict_batch
 from binventory.serving.export import export_onnx
@@ -62,8 +63,8 @@ def _predict(model, inputs, out, **kwargs):
     return predict_batch(model, inputs, out, **kwargs)
 
 
-def _check_rows(df: pd.DataFrame, bad: dict[str, str]) -> None:
-    assert (df.model_version == "tiny-v1").all() and df.sha256.notna().all()
+def _check_rows(df: pd.DataFrame, bad: dict[str, str], model_id: str) -> None:
+    assert (df.model_version == model_id).all() and df.sha256.notna().all()
     is_bad = df.image_id.isin(list(bad))
     for image_id, error in df[is_bad].set_index("image_id").error.items():
         assert error.startswith(bad[image_id] + ": ")
@@ -87,7 +88,7 @@ def test_folder_with_bad_images(model, folder, tmp_path):
                                           "sub/img4", "text"])
     assert (report.inputs, report.predicted, report.errors) == (8, 6, 2)
     assert list(df.source) == sorted(df.source) and not parts_dir(out).exists()
-    _check_rows(df, BAD)
+    _check_rows(df, BAD, load_artifact(model).model_id)
     # The same numbers as the predictor, the core every other way of counting uses.
     [expected] = Predictor.load(model, threads=1).predict([FILES["img1.jpg"]])
     row = df.set_index("image_id").loc["img1"]
@@ -138,7 +139,7 @@ def test_s3_prefix(model, endpoint, folder, tmp_path):
     df = pd.read_parquet(report.out)
     assert sorted(df.image_id) == sorted(Path(n).stem for n in FILES)
     assert df.source.str.startswith(f"s3://{BUCKET}/abid/bin-images/").all()
-    _check_rows(df, BAD)
+    _check_rows(df, BAD, load_artifact(model).model_id)
     local = pd.read_parquet(_predict(model, folder, tmp_path / "local.parquet").out)
     by_sha = local.set_index("sha256")
     assert (by_sha.loc[df.sha256, "count"].fillna(-1).to_numpy()
@@ -213,6 +214,17 @@ def test_output_of_another_model_is_not_mixed_in(model, folder, tmp_path):
         _predict(model, folder, out)
     assert _predict(model, folder, out, resume=False).predicted == 6
     assert merge_parts(out) == 8
+
+
+def test_a_retrained_model_does_not_resume_the_old_ones_output(model, folder, tmp_path):
+    # Retrained on the same data with the same backbone and name: only the weights differ.
+    retrained = tiny_artifact(tmp_path / "retrained" / "model.pt", seed=1)
+    out = tmp_path / "preds.parquet"
+    _predict(model, folder, out)
+    with pytest.raises(BinventoryError, match="holds predictions of model.*--no-resume"):
+        _predict(retrained, folder, out)
+    assert _predict(retrained, folder, out, resume=False).predicted == 6
+    assert set(pd.read_parquet(out).model_version) == {load_artifact(retrained).model_id}
 
 
 # ---- torchrun and the CLI ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from binventory.cli import main
 from binventory.data.manifest import build_manifest, write_manifest
 from binventory.data.preprocess import Preprocess
 from binventory.data.split import assign_splits
-from binventory.model.artifact import save_artifact
+from binventory.model.artifact import load_artifact, save_artifact
 from binventory.model.classes import CountClasses
 from binventory.model.factory import create_model
 from binventory.serving import export as export_mod
@@ -25,7 +25,7 @@ from tests.conftest import ABID_SAMPLE, jpeg_bytes
 SIZE = 32
 
 
-def tiny_artifact(path: Path, seed: int = 0, version: str = "tiny-v1") -> Path:
+def tiny_artifact(path: Path, seed: int = 0, name: str = "tiny-v1") -> Path:
     """An untrained mobilenet_v2 at 32 px whose BatchNorm statistics come from a few batches,
     so activations (and probabilities) look like a trained net's rather than degenerate."""
     torch.manual_seed(seed)
@@ -36,7 +36,7 @@ def tiny_artifact(path: Path, seed: int = 0, version: str = "tiny-v1") -> Path:
             model(torch.randn(16, 3, SIZE, SIZE))
     model.eval()
     return save_artifact(path, model, classes=CountClasses(), preprocess=Preprocess(image_size=SIZE),
-                         temperature=1.7, version=version)
+                         temperature=1.7, name=name)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_dynamic_batch(exported):
 def test_metadata(exported):
     model, result = exported
     meta = read_metadata(result.path)
-    assert meta["model_version"] == "tiny-v1"
+    assert meta["model_version"] == load_artifact(model).model_id and meta["model_name"] == "tiny-v1"
     assert json.loads(meta["classes"]) == ["0", "1", "2", "3", "4", "5", "6+"]
     assert Preprocess.from_dict(json.loads(meta["preprocess"])) == Preprocess(image_size=SIZE)
     assert float(meta["temperature"]) == pytest.approx(1.7)

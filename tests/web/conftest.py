@@ -112,7 +112,7 @@ def build_inventory(folder: Path, predictor: Predictor, model_path: Path) -> Inv
               progress=False)
     with db.session() as session:
         # What a trained artifact carries (the tiny model has no evaluation of its own).
-        session.get(Model, predictor.version).metrics = {"test": {"all": HEADLINE}}
+        session.get(Model, predictor.model_id).metrics = {"test": {"all": HEADLINE}}
         token = create_token(session, "alice")
         first = session.scalars(select(AuditTask).where(AuditTask.status == "open")
                                 .order_by(AuditTask.priority)).first()

@@ -159,7 +159,7 @@ def test_bin_page(page, server):
     assert "No adjustments" in page.locator("#ledger").inner_text()
 
 
-def test_model_page(page, server):
+def test_model_page(page, server, predictor):
     page.goto(server.url + "/model")
     assert page.locator("h2", has_text="test-v1").is_visible()
     assert page.locator("#curves svg.chart").count() == 3
@@ -173,7 +173,7 @@ def test_model_page(page, server):
     assert frame.locator("h1").inner_text() == "Training report"
     thresholds = page.locator("#thresholds").inner_text()
     assert "review" in thresholds and "blind" in thresholds
-    assert page.request.get(server.url + "/model/test-v1/eval/eval-test/..%2Fmodel.pt").status == 404
+    assert page.request.get(f"{server.url}/model/{predictor.model_id}/eval/eval-test/..%2Fmodel.pt").status == 404
 
 
 def test_empty_states(page, empty_server):

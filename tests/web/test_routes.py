@@ -151,17 +151,18 @@ def test_resolve_writes_the_ledger(client, inventory):
     client.cookies.clear()
 
 
-def test_model_page_and_run_files(client, model_path):
+def test_model_page_and_run_files(client, predictor):
+    mid = predictor.model_id
     text = client.get("/model").text
     assert text.count('class="chart"') >= 3 and 'class="confusion"' in text
-    assert "dead_layers" in text and "/model/test-v1/report.html" in text
+    assert "dead_layers" in text and f"/model/{mid}/report.html" in text
     assert "Decision thresholds in use" in text
-    r = client.get("/model/test-v1/eval/eval-test/confusion_challenge.png")
+    r = client.get(f"/model/{mid}/eval/eval-test/confusion_challenge.png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    r = client.get("/model/test-v1/report.html")
+    r = client.get(f"/model/{mid}/report.html")
     assert r.status_code == 200 and "sandbox" in r.headers["content-security-policy"]
-    for bad in ["/model/test-v1/eval/eval-test/metrics.json", "/model/test-v1/eval/eval-test/..%2Fmodel.pt",
-                "/model/test-v1/eval/..%2F..%2Fetc/confusion_x.png", "/model/nope/eval/eval-test/confusion_challenge.png",
+    for bad in [f"/model/{mid}/eval/eval-test/metrics.json", f"/model/{mid}/eval/eval-test/..%2Fmodel.pt",
+                f"/model/{mid}/eval/..%2F..%2Fetc/confusion_x.png", "/model/nope/eval/eval-test/confusion_challenge.png",
                 "/model/nope/report.html"]:
         assert client.get(bad).status_code == 404, bad
     assert client.get("/model?version=nope").status_code == 404
@@ -178,7 +179,7 @@ def test_empty_states(empty_client):
 
 
 def test_model_page_without_run_files(tmp_path, predictor):
-    db = Database.open(f"sqlite:///{tmp_path / 'inventory.db'}")
+    db = Database.open(f"sqlite:///{tmp_path / 'inventory.db'}", create=True)
     (tmp_path / "run").mkdir()
     with db.session() as session:
         session.add_all([Model(version="bare", path=str(tmp_path / "run" / "model.pt"), metrics={},
