@@ -28,6 +28,7 @@ from binventory.data.dataset import BinDataset
 from binventory.data.manifest import dataset_root, manifest_hash, read_manifest
 from binventory.data.preprocess import Preprocess
 from binventory.diagnostics.collect import Collector
+from binventory.files import atomic_write
 from binventory.model.artifact import save_artifact
 from binventory.model.classes import CountClasses
 from binventory.model.factory import create_model, freeze_stages, normalization, set_train_mode
@@ -250,6 +251,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
         start_epoch, best, history, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt["history"], ckpt["stale"]
         set_rng_state(ckpt["rng"])
         if info.is_main:
+            # The checkpoint is the record: a kill after it but before the epoch's metrics line
+            # (or after the line but before the next checkpoint) must not lose or repeat a line.
+            atomic_write(output / "metrics.jsonl",
+                         lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in history)))
             log.info("resumed from %s at epoch %d", output / "last.pt", start_epoch + 1)
     if info.enabled:
         model = DistributedDataParallel(model)

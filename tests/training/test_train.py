@@ -65,6 +65,25 @@ def test_resume_after_kill_gives_the_same_weights(tiny_manifest, tmp_path):
     assert epochs_logged == list(range(1, epochs + 1))
 
 
+def test_a_kill_between_checkpoint_and_metrics_line_loses_no_epoch(tiny_manifest, tmp_path, monkeypatch):
+    from binventory.training import train as train_mod
+
+    out, real_log = tmp_path / "run", train_mod._log_epoch
+
+    def killed_at_epoch_2(record, *args):
+        if record["epoch"] == 2:  # last.pt for epoch 2 is written; its metrics line is not
+            raise KeyboardInterrupt
+        real_log(record, *args)
+
+    monkeypatch.setattr(train_mod, "_log_epoch", killed_at_epoch_2)
+    assert main(_args(tiny_manifest, out, 3)) == 130
+    assert torch.load(out / "last.pt", map_location="cpu", weights_only=False)["epoch"] == 1
+    monkeypatch.setattr(train_mod, "_log_epoch", real_log)
+    assert main(_args(tiny_manifest, out, 3, "--resume")) == 0
+    logged = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
