@@ -141,7 +141,7 @@ def main() -> None:
         for name, url in targets.items():
             if name == "sqlite" and (work / "bench.db").exists():
                 (work / "bench.db").unlink()
-            db = Database.open(url)
+            db = Database.open(url, create=True)
             imp = bench_import(db, work / "abid", args.workers)
             obs = bench_observations(db, min(args.observations, args.bins))
             db.close()

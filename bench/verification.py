@@ -52,7 +52,7 @@ def test_folder(sample: Path, out: Path) -> Path:
 
 def run_once(predictor: Predictor, policy, folder: Path, db_path: Path, seed: int,
              error_rate: float) -> dict:
-    db = Database.open(f"sqlite:///{db_path}")
+    db = Database.open(f"sqlite:///{db_path}", create=True)
     injected = import_abid(db, folder, inject_errors=error_rate, seed=seed, progress=False).injected
     start = time.perf_counter()
     report = reconcile(db, predictor, policy, folder, progress=False)

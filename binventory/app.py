@@ -93,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
         from binventory.inventory.policy import Policy
 
         policy = Policy.load(args.policy) if args.policy else Policy.default()
-        db = Database.open(args.db)
+        db = Database.open(args.db, create=True)  # an empty database gets the schema; an old one refuses
         log.info("inventory at %s", db.engine.url.render_as_string(hide_password=True))
     app = create_app(predictor, settings, db=db, policy=policy, image_dir=args.image_dir)
     return run_server(app, args)

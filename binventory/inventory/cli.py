@@ -25,8 +25,11 @@ def add_parsers(commands, formatter) -> None:
     sub = inv.add_subparsers(dest="inventory_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("migrate", formatter_class=formatter, help="create or upgrade the schema",
-                       description="Bring the database to a schema revision (Alembic). Every "
-                                   "other command also upgrades to the newest first.")
+                       description="Bring the database to a schema revision (Alembic), under a "
+                                   "lock on PostgreSQL. Only this command changes an existing "
+                                   "schema: the others (and serve) refuse one that is not the "
+                                   "newest; import-abid, token create and serve make the schema "
+                                   "in an empty database.")
     _db(p)
     p.add_argument("--revision", default="head", help="target revision ('base' empties the database)")
     p.set_defaults(func=_migrate)
@@ -119,9 +122,9 @@ def add_parsers(commands, formatter) -> None:
     p.set_defaults(func=_reconcile)
 
 
-def _open(args):
+def _open(args, create: bool = False):
     from binventory.inventory.db import Database
-    return Database.open(args.db)
+    return Database.open(args.db, create=create)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -138,7 +141,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from binventory.inventory.importer import import_abid
 
-    report = import_abid(_open(args), args.path, workers=args.workers,
+    report = import_abid(_open(args, create=True), args.path, workers=args.workers,
                          inject_errors=args.inject_errors, seed=args.seed)
     print(report.describe())
     return 0
@@ -220,7 +223,7 @@ def _resolve(args: argparse.Namespace) -> int:
 def _token_create(args: argparse.Namespace) -> int:
     from binventory.inventory.tokens import create_token
 
-    with _open(args).session() as session:
+    with _open(args, create=True).session() as session:
         token = create_token(session, args.name)
     print(token)
     return 0

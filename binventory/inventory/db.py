@@ -3,8 +3,11 @@
 SQLite by default (``inventory.db`` in the data directory), PostgreSQL with a
 ``postgresql+psycopg://user:pass@host/db`` URL. The URL comes from ``--db``, else the
 ``BINVENTORY_DB_URL`` environment variable, else the default file. Alembic migrations ship inside
-the package and run programmatically: ``binventory inventory migrate`` (every command that opens
-the database also brings it to the newest schema).
+the package and run programmatically, from ``binventory inventory migrate`` only (and from the
+commands that make a new inventory, on a database with no schema yet): opening a database never
+changes the schema of one that has it, so a read, or each of several service replicas starting at
+once, cannot migrate it under the others; an out-of-date schema is a clear error naming the command.
+On PostgreSQL every migration holds an advisory lock, so concurrent ones run one after another.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +33,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from binventory import BinventoryError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# pg_advisory_xact_lock's key for schema changes (any fixed bigint; "binv" in ASCII).
+MIGRATION_LOCK = 0x62696E76
+MIGRATE_COMMAND = "binventory inventory migrate"
 
 
 def data_dir() -> Path:
@@ -78,16 +84,28 @@ def _alembic_config(connection) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def _lock_schema(connection: Connection) -> None:
+    """Hold the migration lock until the transaction ends (PostgreSQL; SQLite locks the file)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+
+def upgrade(engine: Engine, revision: str = "head", *, only_if_empty: bool = False) -> None:
+    """Upgrade to ``revision``; with ``only_if_empty``, only a database with no schema yet (the
+    check is made under the lock, so a second caller waits and finds the schema made)."""
     try:
         with engine.begin() as connection:
+            _lock_schema(connection)
+            if only_if_empty and MigrationContext.configure(connection).get_current_revision():
+                return
             command.upgrade(_alembic_config(connection), revision)
     except OperationalError as e:
-        raise BinventoryError(f"cannot reach the database {engine.url!r}: {e.orig}") from None
+        raise BinventoryError(f"cannot reach the database {_shown(engine)}: {e.orig}") from None
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     with engine.begin() as connection:
+        _lock_schema(connection)
         command.downgrade(_alembic_config(connection), revision)
 
 
@@ -115,6 +133,34 @@ def head_revision() -> str:
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
+def _shown(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a database whose schema is not this binventory's newest, saying what to run."""
+    try:
+        current = current_revision(engine)
+    except OperationalError as e:
+        raise BinventoryError(f"cannot reach the database {_shown(engine)}: {e.orig}") from None
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise BinventoryError(f"the database {_shown(engine)} has no inventory schema yet: create it "
+                              f"with `{MIGRATE_COMMAND}` (or import bins with `binventory inventory "
+                              "import-abid`)")
+    try:
+        ScriptDirectory(str(MIGRATIONS)).get_revision(current)
+    except (CommandError, RevisionError):
+        raise BinventoryError(f"the database {_shown(engine)} is at schema revision {current!r}, "
+                              f"which this binventory does not know (its newest is {head!r}): "
+                              "a newer binventory migrated it; run that version") from None
+    raise BinventoryError(f"the database {_shown(engine)} is at schema revision {current!r}, not the "
+                          f"newest {head!r}: run `{MIGRATE_COMMAND}` (once, with every service "
+                          "replica stopped or able to run the new schema)")
+
+
 class Database:
     """An engine and its sessions. ``session()`` is one transaction: commit on success, rollback
     on any exception, so a failure half-way never leaves half a batch behind."""
@@ -124,13 +170,17 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str | None = None, migrate: bool = True) -> Database:
+    def open(cls, url: str | None = None, *, create: bool = False) -> Database:
+        """Open a database at the newest schema, else refuse (see ``check_schema``). ``create``:
+        a database with no schema yet gets one (for the commands that make a new inventory)."""
         engine = make_engine(url)
-        if migrate:
-            upgrade(engine)
-        elif current_revision(engine) != head_revision():
-            raise BinventoryError(f"the database at {engine.url!r} is not at the newest schema: "
-                                  "run `binventory inventory migrate`")
+        try:
+            if create:
+                upgrade(engine, only_if_empty=True)
+            check_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(engine)
 
     @property

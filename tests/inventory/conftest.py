@@ -75,6 +75,6 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def db(db_url):
     """A migrated, empty inventory."""
-    database = Database.open(db_url)
+    database = Database.open(db_url, create=True)
     yield database
     database.close()

@@ -1,4 +1,6 @@
 """Migrations up and down, on SQLite and PostgreSQL, and the database's own guarantees."""
+import threading
+
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -22,9 +24,65 @@ def test_migrations_up_down_up(db_url):
     engine.dispose()
 
 
-def test_open_without_migrate_refuses_an_old_schema(db_url):
-    with pytest.raises(BinventoryError, match="inventory migrate"):
-        Database.open(db_url, migrate=False)
+def test_opening_never_migrates_an_existing_schema(db_url):
+    with pytest.raises(BinventoryError, match="no inventory schema yet: create it with `binventory inventory migrate`"):
+        Database.open(db_url)
+    engine = make_engine(db_url)
+    assert current_revision(engine) is None and not TABLES & set(inspect(engine).get_table_names())
+    Database.open(db_url, create=True).close()  # what import-abid, token create and serve do
+    assert current_revision(engine) == head_revision()
+    downgrade(engine, "0001")  # as a replica of the next release finds it before the migration
+    for create in (False, True):
+        with pytest.raises(BinventoryError, match=f"at schema revision '0001', not the newest "
+                                                  f"'{head_revision()}': run `binventory inventory migrate`"):
+            Database.open(db_url, create=create)
+    assert current_revision(engine) == "0001"
+    upgrade(engine)
+    with engine.begin() as c:  # as a newer binventory would leave it
+        c.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+    for create in (False, True):
+        with pytest.raises(BinventoryError, match="schema revision 'f00d', which this binventory does not know"):
+            Database.open(db_url, create=create)
+    assert current_revision(engine) == "f00d"
+    engine.dispose()
+
+
+def test_read_only_commands_refuse_an_empty_database_and_name_the_fix(db_url, capsys):
+    from binventory.cli import main
+
+    for args in (["inventory", "status"], ["inventory", "tasks"], ["inventory", "token", "list"]):
+        assert main([*args, "--db", db_url]) == 2
+        assert "no inventory schema yet: create it with `binventory inventory migrate`" in capsys.readouterr().err
+    engine = make_engine(db_url)
+    assert current_revision(engine) is None and not TABLES & set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_concurrent_migrations_take_turns(db_url):
+    """Several replicas' deploy steps may run `inventory migrate` at once on a new database."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers through its file lock; the advisory lock is PostgreSQL's")
+    engines = [make_engine(db_url) for _ in range(4)]
+    barrier = threading.Barrier(len(engines))
+    errors = []
+
+    def migrate_once(engine):
+        barrier.wait()
+        try:
+            upgrade(engine)
+        except Exception as e:  # noqa: BLE001 -- any failure is the finding
+            errors.append(e)
+
+    threads = [threading.Thread(target=migrate_once, args=(e,), daemon=True) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), "a migration hung"
+    assert errors == []
+    assert current_revision(engines[0]) == head_revision()
+    for engine in engines:
+        engine.dispose()
 
 
 def _ledger_row(db):

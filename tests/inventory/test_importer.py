@@ -75,7 +75,7 @@ def test_injected_errors_are_known_bounded_and_reproducible(db, tmp_path):
         totals = {b.code: sum(c.quantity for c in b.contents) for b in s.scalars(select(Bin))}
         assert all(c.quantity >= 0 for c in s.scalars(select(BinContent)))
     assert totals == {code: n + report.injected.get(code, 0) for code, n in counts.items()}
-    other = Database.open(f"sqlite:///{tmp_path / 'other.db'}")
+    other = Database.open(f"sqlite:///{tmp_path / 'other.db'}", create=True)
     again = import_abid(other, root, workers=2, inject_errors=0.3, seed=7, progress=False)
     assert again.injected == report.injected  # the same bins and errors, whatever the workers
 

@@ -105,7 +105,7 @@ def build_inventory(folder: Path, predictor: Predictor, model_path: Path) -> Inv
         photos.append(photo)
         expected.append(count)
     write_item(root, UNSEEN_BIN, count=3)
-    db = Database.open(f"sqlite:///{folder / 'inventory.db'}")
+    db = Database.open(f"sqlite:///{folder / 'inventory.db'}", create=True)
     import_abid(db, root, workers=1, progress=False)
     policy = mixed_policy(predictor, photos, expected)
     reconcile(db, predictor, policy, root / "bin-images", model_path=str(model_path), workers=1,
@@ -131,7 +131,7 @@ def inventory(tmp_path_factory, predictor, model_path) -> Inventory:
 @pytest.fixture(scope="module")
 def empty_inventory(tmp_path_factory) -> Inventory:
     folder = tmp_path_factory.mktemp("empty")
-    db = Database.open(f"sqlite:///{folder / 'inventory.db'}")
+    db = Database.open(f"sqlite:///{folder / 'inventory.db'}", create=True)
     with db.session() as session:
         token = create_token(session, "alice")
     yield Inventory(db, Policy.default(), token, folder)
