@@ -1,5 +1,8 @@
 """The dataset manifest: one Parquet row per image id, valid or not, plus a quarantine report.
 
+Two layouts are read: ABID's (``bin-images/`` + ``metadata/``, each image with its record) and
+count folders (``[images/]<count>/<id>.jpg``, a label but no record; ``has_record`` says which).
+
 Paths in the manifest are relative to the dataset root, which is stored in the Parquet file's
 metadata, so a manifest can live outside a read-only dataset folder.
 """
@@ -20,11 +23,13 @@ from tqdm import tqdm
 from binventory import BinventoryError, __version__
 from binventory.data.abid import (IMAGE_DIR, IMAGE_SUFFIX, METADATA_DIR, METADATA_SUFFIX,
                                   image_key, metadata_key, read_metadata)
+from binventory.data.count_folders import (LABELS_FILE, count_folder_base, label_problems,
+                                          read_labels, scan_count_folders)
 from binventory.data.validate import MAX_PIXELS, check_image_file
 from binventory.files import atomic_write
 
 COLUMNS = ["image_id", "image_path", "metadata_path", "label", "sku_quantity_sum", "num_skus",
-           "width", "height", "bytes", "sha256", "status", "reason"]
+           "width", "height", "bytes", "sha256", "status", "reason", "has_record"]
 INT_COLUMNS = ["label", "sku_quantity_sum", "num_skus", "width", "height", "bytes"]
 # Counts above this are pooled into one row of the summary table (ABID counts run to 88+).
 SUMMARY_MAX_COUNT = 10
@@ -62,20 +67,30 @@ def _scan(root: Path) -> tuple[dict[str, str | None], dict[str, str | None], lis
     return images, metadata, unexpected
 
 
+def _check_image(row: dict, root: Path, max_pixels: int, problems: list[tuple[str, str]]) -> None:
+    check = check_image_file(root / row["image_path"], max_pixels=max_pixels)
+    row.update(width=check.width, height=check.height, bytes=check.nbytes, sha256=check.sha256 or None)
+    if not check.ok:
+        problems.append((check.status, check.reason))
+
+
+def _finish_row(row: dict, problems: list[tuple[str, str]]) -> dict:
+    # The image's problem comes first: it is the one a user fixes first.
+    row["status"] = problems[0][0] if problems else "ok"
+    row["reason"] = "; ".join(reason for _, reason in problems)
+    return row
+
+
 def _index_one(item: tuple[str, str | None, str | None], root: Path, max_pixels: int) -> dict:
     image_id, image_rel, meta_rel = item
     row: dict = dict.fromkeys(COLUMNS)
-    row.update(image_id=image_id, image_path=image_rel, metadata_path=meta_rel)
+    row.update(image_id=image_id, image_path=image_rel, metadata_path=meta_rel, has_record=True)
     problems: list[tuple[str, str]] = []
 
     if image_rel is None:
         problems.append(("missing_image", f"no {image_key(image_id)} for this metadata"))
     else:
-        check = check_image_file(root / image_rel, max_pixels=max_pixels)
-        row.update(width=check.width, height=check.height, bytes=check.nbytes,
-                   sha256=check.sha256 or None)
-        if not check.ok:
-            problems.append((check.status, check.reason))
+        _check_image(row, root, max_pixels, problems)
 
     if meta_rel is None:
         problems.append(("missing_metadata", f"no {metadata_key(image_id)} for this image"))
@@ -86,11 +101,38 @@ def _index_one(item: tuple[str, str | None, str | None], root: Path, max_pixels:
                        num_skus=len(record.skus))
         except (ValueError, OSError) as e:
             problems.append(("bad_metadata", str(e)))
+    return _finish_row(row, problems)
 
-    # The image's problem comes first: it is the one a user fixes first.
-    row["status"] = problems[0][0] if problems else "ok"
-    row["reason"] = "; ".join(reason for _, reason in problems)
-    return row
+
+def _index_counted(item: tuple[str, str | None, int | None, str | None], root: Path,
+                   max_pixels: int) -> dict:
+    """A count-folder image: the folder is the label; there is no record to read."""
+    image_id, image_rel, label, label_problem = item
+    row: dict = dict.fromkeys(COLUMNS)
+    row.update(image_id=image_id, image_path=image_rel, label=label, has_record=False)
+    problems: list[tuple[str, str]] = []
+    if image_rel is None:
+        problems.append(("missing_image", f"listed in {LABELS_FILE} but in no count folder"))
+    else:
+        _check_image(row, root, max_pixels, problems)
+    if label_problem:
+        problems.append(("bad_metadata", label_problem))
+    return _finish_row(row, problems)
+
+
+def _count_folder_items(root: Path, base: Path) -> tuple[list, list[str]]:
+    items, unexpected = scan_count_folders(root, base)
+    labels, label_file_problems = None, []
+    if (root / LABELS_FILE).is_file():
+        labels, label_file_problems = read_labels(root / LABELS_FILE)
+    if label_file_problems:
+        raise BinventoryError(f"{root / LABELS_FILE}: " + "; ".join(label_file_problems[:5]))
+    problems = label_problems(items, labels)
+    seen = {image_id for image_id, _, _ in items}
+    out = [(image_id, rel, count, problems.get(image_id)) for image_id, rel, count in items]
+    out += [(image_id, None, count, None) for image_id, count in sorted((labels or {}).items())
+            if image_id not in seen]
+    return out, unexpected
 
 
 def build_manifest(root: str | Path, workers: int | None = None, max_pixels: int = MAX_PIXELS,
@@ -100,12 +142,17 @@ def build_manifest(root: str | Path, workers: int | None = None, max_pixels: int
     if not root.is_dir():
         raise BinventoryError(f"dataset folder not found: {root}")
     images, metadata, unexpected = _scan(root)
-    if not images and not metadata:
-        raise BinventoryError(f"{root} holds no {IMAGE_DIR}/*{IMAGE_SUFFIX} or "
-                              f"{METADATA_DIR}/*{METADATA_SUFFIX} files: is it an ABID-layout folder?")
-    ids = sorted(set(images) | set(metadata))
-    items = [(i, images.get(i), metadata.get(i)) for i in ids]
-    work = partial(_index_one, root=root, max_pixels=max_pixels)
+    base = None if images or metadata else count_folder_base(root)
+    if base is not None:
+        items, unexpected = _count_folder_items(root, base)
+        work = partial(_index_counted, root=root, max_pixels=max_pixels)
+    elif images or metadata:
+        ids = sorted(set(images) | set(metadata))
+        items = [(i, images.get(i), metadata.get(i)) for i in ids]
+        work = partial(_index_one, root=root, max_pixels=max_pixels)
+    else:
+        raise BinventoryError(f"no {IMAGE_DIR}/ and {METADATA_DIR}/ (ABID layout) and no count "
+                              f"folders ([images/]<count>/<id>.jpg) in {root}")
     workers = workers or os.cpu_count() or 1
     bar = tqdm(total=len(items), desc="index", unit="img", disable=not progress)
     rows = []
@@ -121,13 +168,17 @@ def build_manifest(root: str | Path, workers: int | None = None, max_pixels: int
     bar.close()
     for rel in unexpected:
         row = dict.fromkeys(COLUMNS)
-        row.update(image_id=rel, status="unexpected_file",
-                   reason=f"not part of the ABID layout (expected *{IMAGE_SUFFIX} or *{METADATA_SUFFIX})")
+        row.update(image_id=rel, status="unexpected_file", has_record=False,
+                   reason="not part of the dataset layout (expected "
+                          + ("<count>/<id>.jpg)" if base is not None else f"*{IMAGE_SUFFIX} or *{METADATA_SUFFIX})"))
         rows.append(row)
     return _typed(pd.DataFrame(rows, columns=COLUMNS))
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    if "has_record" not in df.columns:  # manifests written before count folders were read
+        df["has_record"] = df.metadata_path.notna()
+    df["has_record"] = df.has_record.fillna(False).astype(bool)
     for col in INT_COLUMNS:
         df[col] = df[col].astype("Int64")
     for col in ("image_id", "image_path", "metadata_path", "sha256", "status", "reason"):
@@ -166,7 +217,7 @@ def read_manifest(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
     meta = {k.decode()[len("binventory."):]: v.decode()
             for k, v in (table.schema.metadata or {}).items() if k.startswith(b"binventory.")}
     df = table.to_pandas()
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in COLUMNS if c not in df.columns and c != "has_record"]
     if missing or "root" not in meta:
         raise BinventoryError(f"{path} is not a binventory manifest (missing {missing or 'root'})")
     return _typed(df), meta
@@ -217,6 +268,10 @@ def print_summary(df: pd.DataFrame, console=None) -> None:
     counts = count_table(df)
     total = int(counts.images.sum())
     console.print(f"{total:,} valid images of {len(df):,} indexed")
+    unrecorded = int(((df.status == "ok") & ~df.has_record).sum())
+    if unrecorded:
+        console.print(f"{unrecorded:,} of them carry no record (count folders): they train and "
+                      "validate the counter, but cannot calibrate the record verifier")
     table = Table()
     table.add_column("count", justify="right")
     for col in counts.columns:

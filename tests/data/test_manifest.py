@@ -86,7 +86,7 @@ def test_count_table(good_dataset):
 def test_index_errors(tmp_path):
     with pytest.raises(BinventoryError, match="not found"):
         build_manifest(tmp_path / "nope")
-    with pytest.raises(BinventoryError, match="ABID-layout"):
+    with pytest.raises(BinventoryError, match="no bin-images.*ABID layout.*no count folders"):
         build_manifest(tmp_path)
     with pytest.raises(BinventoryError, match="not found"):
         read_manifest(tmp_path / "m.parquet")
