@@ -2,9 +2,9 @@
 
     python bench/diagnostics_overhead.py [--image-size 128] [--batch-size 16] [--steps 40]
 
-The loop is binventory.training.train_one_epoch's (forward, loss, backward, clip, AdamW step,
-scheduler) on in-memory batches, so that the figure is the collection's cost and not the data
-pipeline's. Blocks of `--steps` steps alternate between the modes, `--repeats` times; each mode's
+The step is training's own (binventory.training.step.TrainStep, as build_step makes it: forward,
+loss, backward, clip, AdamW step, scheduler) on in-memory batches, so that the figure is the
+collection's cost and not the data pipeline's. Blocks of `--steps` steps alternate between the modes, `--repeats` times; each mode's
 figure is the median block time per step, and the overhead is relative to "off".
 """
 from __future__ import annotations
@@ -18,26 +18,16 @@ import torch
 
 from binventory.diagnostics.collect import Collector
 from binventory.model.classes import CountClasses
-from binventory.model.factory import create_model
-from binventory.model.losses import CountingLoss
 from binventory.training.config import TrainConfig
-from binventory.training.train import build_optimizer, build_scheduler
+from binventory.training.train import build_step
 
 
-def run_block(model, loss_fn, optimizer, scheduler, batches, classes, every: int) -> tuple[float, int]:
+def run_block(step, batches, every: int) -> tuple[float, int]:
     diag = Collector(every, enabled=every > 0)
-    diag.attach(model, optimizer, classes.to_class)
+    diag.attach(step.model, step.optimizer, step.to_targets)
     start = time.perf_counter()
     for images, counts in diag.batches(batches):
-        loss = loss_fn(model(images).float(), classes.to_class(counts))
-        diag.loss(loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        diag.after_backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-        optimizer.step()
-        scheduler.step()
-        diag.after_step()
+        loss, _, _ = step(images, counts, diag)
         loss.item()
     elapsed = time.perf_counter() - start
     diag.detach()
@@ -56,21 +46,19 @@ def main() -> None:
 
     torch.manual_seed(0)
     classes = CountClasses(0, 5, True)
-    model = create_model("mobilenet_v2", classes.num_classes, "none", 0.2).train()
-    cfg = TrainConfig(lr=1e-4, epochs=1000)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, 1000)
-    loss_fn = CountingLoss("ordinal", classes, 0.1, 1.0)
+    # Training's defaults (channels_last, clip 2.0, EMA, ordinal loss), random initial weights.
+    cfg = TrainConfig(backbone="mobilenet_v2", weights="none", lr=1e-4, epochs=1000)
+    step = build_step(cfg, classes, torch.device("cpu"), 1000)
+    step.model.train()
     batches = [(torch.randn(args.batch_size, 3, args.image_size, args.image_size),
                 torch.randint(0, 9, (args.batch_size,))) for _ in range(args.steps)]
     modes = [0, *args.every]
-    run_block(model, loss_fn, optimizer, scheduler, batches[:3], classes, 0)  # warm-up
+    run_block(step, batches[:3], 0)  # warm-up
     times: dict[int, list[float]] = {m: [] for m in modes}
     samples: dict[int, int] = {}
     for _ in range(args.repeats):
         for mode in modes:
-            per_step, samples[mode] = run_block(model, loss_fn, optimizer, scheduler, batches,
-                                                classes, mode)
+            per_step, samples[mode] = run_block(step, batches, mode)
             times[mode].append(per_step)
     base = statistics.median(times[0])
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} torch "

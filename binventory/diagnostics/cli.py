@@ -42,32 +42,19 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def profile_training(cfg, out: Path, steps: int, warmup: int) -> dict:
-    """The training set-up of binventory.training.train, one process, then profile_steps."""
-    import torch
-
+    """The training set-up and step of binventory.training.train, one process, profiled."""
     from binventory.data.preprocess import Preprocess
     from binventory.diagnostics.profile import profile_steps
     from binventory.model.classes import CountClasses
-    from binventory.model.factory import create_model, normalization, set_train_mode
-    from binventory.model.losses import CountingLoss
+    from binventory.model.factory import normalization, set_train_mode
     from binventory.training import distributed
-    from binventory.training.train import build_optimizer, load_data, seed_everything
+    from binventory.training.train import build_step, load_data, seed_everything
 
     info = distributed.DistInfo(device=distributed.pick_device(cfg.device))
     seed_everything(cfg.seed)
     classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
     preprocess = Preprocess(cfg.image_size, cfg.resize, *normalization(cfg.backbone))
     _, _, _, loader, _, _ = load_data(cfg, info, preprocess)
-    model = create_model(cfg.backbone, classes.num_classes, cfg.weights, cfg.dropout).to(info.device)
-    if cfg.freeze:
-        from binventory.model.factory import freeze_stages
-        freeze_stages(model, cfg.freeze)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    set_train_mode(model)
-    loss_fn = CountingLoss(cfg.loss, classes, cfg.label_smoothing, cfg.loss_weight).to(info.device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                              enabled=cfg.amp and info.device.type == "cuda")
-    return profile_steps(model, loss_fn, build_optimizer(model, cfg), loader, classes.to_class, out,
-                         steps, warmup, info.device, autocast,
-                         prepare=lambda x: x.contiguous(memory_format=memory_format))
+    step = build_step(cfg, classes, info.device, len(loader))
+    set_train_mode(step.model)
+    return profile_steps(step, loader, out, steps, warmup, info.device)

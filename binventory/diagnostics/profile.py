@@ -1,9 +1,10 @@
 """Run a few training steps under torch.profiler: a Chrome/Perfetto trace and where the time goes.
 
-Each step is split into data (waiting for the next batch), forward, backward and optimizer, both
-as profiler ranges (visible in the trace) and as wall-clock times (in the summary). On GPU each
-phase ends with a synchronize so its time is its own; that is why this is a separate command and
-not part of every training run.
+The step profiled is training's own (``binventory.training.step.TrainStep``: clipping, the
+schedule and the EMA included), split into data (waiting for the next batch and moving it to the
+device), forward, backward and optimizer, both as profiler ranges (visible in the trace) and as
+wall-clock times (in the summary). On GPU each phase ends with a synchronize so its time is its
+own; that is why this is a separate command and not part of every training run.
 """
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
 PHASES = ("data", "forward", "backward", "optimizer")
@@ -40,12 +40,11 @@ def _top_operators(prof, n: int, cuda: bool) -> list[dict]:
             for e in rows]
 
 
-def profile_steps(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
-                  loader: Iterable, to_targets: Callable, out: str | Path, steps: int = 10,
-                  warmup: int = 2, device: torch.device | str = "cpu",
-                  autocast=None, top: int = 15, prepare: Callable | None = None) -> dict:
-    """Profile `steps` steps after `warmup` unrecorded ones; writes trace.json, summary.json and
-    summary.txt (with the profiler's operator table)."""
+def profile_steps(step: Callable, loader: Iterable, out: str | Path, steps: int = 10,
+                  warmup: int = 2, device: torch.device | str = "cpu", top: int = 15) -> dict:
+    """Profile `steps` calls of ``step(images, counts, phase=...)`` (a TrainStep) after `warmup`
+    unrecorded ones; writes trace.json, summary.json and summary.txt (with the profiler's
+    operator table)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -53,7 +52,16 @@ def profile_steps(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Op
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     times = {phase: [] for phase in PHASES}
+    current = dict.fromkeys(PHASES, 0.0)
     captured: dict = {}
+
+    @contextmanager
+    def phase(name: str):
+        start = time.perf_counter()
+        with record_function(name):
+            yield
+            sync()
+        current[name] += time.perf_counter() - start
 
     def on_ready(prof) -> None:
         prof.export_chrome_trace(str(out / "trace.json"))
@@ -64,32 +72,14 @@ def profile_steps(model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Op
     batches = _cycle(loader)  # the caller puts the model in training mode (frozen stages differ)
     with profile(activities=activities, schedule=schedule(wait=0, warmup=warmup, active=steps),
                  on_trace_ready=on_ready, acc_events=True) as prof:
-        for step in range(warmup + steps):
-            marks = [time.perf_counter()]
-            with record_function("data"):
+        for i in range(warmup + steps):
+            current.update(dict.fromkeys(PHASES, 0.0))
+            with phase("data"):
                 images, counts = next(batches)
-                images = images.to(device, non_blocking=True)
-                if prepare is not None:
-                    images = prepare(images)
-                targets = to_targets(counts).to(device)
-                sync()
-            marks.append(time.perf_counter())
-            with record_function("forward"), (autocast or nullcontext()):
-                loss = loss_fn(model(images).float(), targets)
-                sync()
-            marks.append(time.perf_counter())
-            with record_function("backward"):
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                sync()
-            marks.append(time.perf_counter())
-            with record_function("optimizer"):
-                optimizer.step()
-                sync()
-            marks.append(time.perf_counter())
-            if step >= warmup:
-                for phase, a, b in zip(PHASES, marks, marks[1:]):
-                    times[phase].append(b - a)
+            step(images, counts, phase=phase)
+            if i >= warmup:
+                for name in PHASES:
+                    times[name].append(current[name])
             prof.step()
     total = sum(sum(v) for v in times.values())
     summary = {

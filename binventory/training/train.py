@@ -40,6 +40,7 @@ from binventory.training.augment import create_transform
 from binventory.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint,
                                             set_rng_state)
 from binventory.training.config import TrainConfig
+from binventory.training.step import NonFiniteLoss, TrainStep
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict], None]
@@ -116,39 +117,38 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_one_epoch(model, loss_fn, optimizer, scheduler, loader, classes: CountClasses,
-                    cfg: TrainConfig, info: distributed.DistInfo, epoch: int,
-                    ema: AveragedModel | None = None, diag: Collector | None = None) -> dict:
-    set_train_mode(getattr(model, "module", model))
-    device = info.device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+def build_step(cfg: TrainConfig, classes: CountClasses, device: torch.device,
+               steps_per_epoch: int) -> TrainStep:
+    """A run's model, EMA, optimizer, schedule and loss as its training step (train, profile)."""
+    model = create_model(cfg.backbone, classes.num_classes, cfg.weights, cfg.dropout)
+    if cfg.freeze:
+        freeze_stages(model, cfg.freeze)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay > 0 else None)
+    optimizer = build_optimizer(model, cfg)
+    return TrainStep(model, CountingLoss(cfg.loss, classes, cfg.label_smoothing,
+                                         cfg.loss_weight).to(device),
+                     optimizer, classes.to_class, device,
+                     scheduler=build_scheduler(optimizer, cfg, steps_per_epoch), ema=ema,
+                     clip_grad=cfg.clip_grad, amp=cfg.amp, channels_last=cfg.channels_last)
+
+
+def train_one_epoch(step: TrainStep, loader, cfg: TrainConfig, info: distributed.DistInfo,
+                    epoch: int, diag: Collector | None = None) -> dict:
+    set_train_mode(_unwrap(step.model))
     total_loss = correct = seen = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                disable=not (cfg.progress and info.is_main))
     diag = diag or Collector(enabled=False)
     for images, counts in diag.batches(bar):
-        images = images.to(device, non_blocking=True)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = classes.to_class(counts).to(device)
-        with autocast:
-            logits = model(images)
-            loss = loss_fn(logits.float(), targets)
-        diag.loss(loss)
-        if not torch.isfinite(loss):
-            raise BinventoryError(f"loss became {loss.item()} at epoch {epoch + 1}: "
-                                  "lower --lr or raise --clip-grad")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        diag.after_backward()
-        if cfg.clip_grad > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        optimizer.step()
-        scheduler.step()
-        diag.after_step()
-        if ema is not None:
-            ema.update_parameters(getattr(model, "module", model))
+        try:
+            loss, logits, targets = step(images, counts, diag)
+        except NonFiniteLoss as e:
+            raise BinventoryError(f"epoch {epoch + 1}: {e}") from None
         total_loss += loss.item() * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
@@ -156,7 +156,7 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, loader, classes: Count
     elapsed = time.perf_counter() - start
     return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
             "images_per_s": seen * info.world_size / max(elapsed, 1e-9),
-            "lr": optimizer.param_groups[0]["lr"]}
+            "lr": step.optimizer.param_groups[0]["lr"]}
 
 
 @torch.no_grad()
@@ -224,17 +224,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
     preprocess = Preprocess(cfg.image_size, cfg.resize, mean, std)
     train_ds, val_ds, test_ds, train_loader, sampler, data_hash = load_data(cfg, info, preprocess)
 
-    model = create_model(cfg.backbone, classes.num_classes, cfg.weights, cfg.dropout)
-    if cfg.freeze:
-        freeze_stages(model, cfg.freeze)
-    model.to(info.device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-           if cfg.ema_decay > 0 else None)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
-    loss_fn = CountingLoss(cfg.loss, classes, cfg.label_smoothing, cfg.loss_weight).to(info.device)
+    step = build_step(cfg, classes, info.device, len(train_loader))
+    model, ema, optimizer, scheduler = step.model, step.ema, step.optimizer, step.scheduler
     diag.attach(model, optimizer, classes.to_class)
 
     start_epoch, best, history, stale = 0, None, [], 0
@@ -257,7 +248,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
                          lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in history)))
             log.info("resumed from %s at epoch %d", output / "last.pt", start_epoch + 1)
     if info.enabled:
-        model = DistributedDataParallel(model)
+        model = step.model = DistributedDataParallel(model)
     writer = _tensorboard(output) if info.is_main else None
     val_loader = eval_loader(val_ds, cfg, info)
     if info.is_main:
@@ -269,8 +260,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
         seed_everything(cfg.seed * 1000 + epoch)
         sampler.set_epoch(epoch)
         record = {"epoch": epoch + 1}
-        record.update(train_one_epoch(model, loss_fn, optimizer, scheduler, train_loader, classes,
-                                      cfg, info, epoch, ema, diag))
+        record.update(train_one_epoch(step, train_loader, cfg, info, epoch, diag))
         scored = ema.module if ema is not None else _unwrap(model)
         logits, counts = predict(scored, val_loader, info, cfg.channels_last)
         val = evaluate(logits, counts, classes)

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from binventory.diagnostics.collect import Collector
 from binventory.diagnostics.rules import evaluate_rules
+from binventory.training.step import TrainStep
 
 DIM, CLASSES = 16, 3
 
@@ -59,7 +60,7 @@ class SleepyDataset(Dataset):
 def run(model: nn.Module, train: tuple, val: tuple | None = None, epochs: int = 3, lr: float = 1e-2,
         batch_size: int = 32, sgd: bool = False, every: int = 2, loader=None,
         stop_on: tuple[str, ...] = ()) -> tuple[dict, dict]:
-    """Train like binventory.training.train_one_epoch; returns (data, {rule: finding}, collector)."""
+    """Train with training's own step (TrainStep); returns (data, {rule: finding}, collector)."""
     threads = torch.get_num_threads()
     # One thread: on a shared machine, OpenMP barriers across busy cores stall millisecond steps
     # for 50-100 ms, real step-time outliers that a test of the other rules must not see.
@@ -75,6 +76,8 @@ def _run(model, train, val, epochs, lr, batch_size, sgd, every, loader, stop_on)
     opt = (torch.optim.SGD(model.parameters(), lr=lr) if sgd
            else torch.optim.Adam(model.parameters(), lr=lr))
     loss_fn = nn.CrossEntropyLoss()
+    # A diverging run is what some of these tests are built to show: let it diverge.
+    step = TrainStep(model, loss_fn, opt, check_finite=False)
     diag = Collector(every, stop_on)
     diag.attach(model, opt, labels=lambda y: y)
     for epoch in range(epochs):
@@ -82,14 +85,7 @@ def _run(model, train, val, epochs, lr, batch_size, sgd, every, loader, stop_on)
         total = correct = seen = 0
         source = loader if loader is not None else batches(*train, batch_size, epoch)
         for xb, yb in diag.batches(source):
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            diag.loss(loss)
-            opt.zero_grad()
-            loss.backward()
-            diag.after_backward()
-            opt.step()
-            diag.after_step()
+            loss, logits, _ = step(xb, yb, diag)
             total += loss.item() * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
