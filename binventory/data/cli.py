@@ -99,6 +99,22 @@ def add_parser(commands, formatter) -> None:
                    help="with --list and no val list: share of train carved out as val")
     p.set_defaults(func=_split)
 
+    p = sub.add_parser(
+        "merge", formatter_class=formatter,
+        help="merge split manifests of several datasets into one",
+        description="Write one manifest over several datasets (say the ABID sample and a "
+                    "count-folder set), each row keeping its split. Paths become relative to "
+                    "the datasets' common folder; an id found in two inputs must be the same "
+                    "image (the second copy is dropped).",
+        epilog="example:\n"
+               "  binventory data index ../shared/abid-extra --out runs/extra.parquet\n"
+               "  binventory data split runs/extra.parquet --protocol all --ratios 1 0 0\n"
+               "  binventory data merge runs/dev.parquet runs/extra.parquet --out runs/all.parquet")
+    p.add_argument("manifests", type=Path, nargs="+", metavar="MANIFEST",
+                   help="manifests with a split (two or more)")
+    p.add_argument("--out", type=Path, required=True, help="merged manifest to write")
+    p.set_defaults(func=_merge)
+
     p = sub.add_parser("summary", formatter_class=formatter,
                        help="print a manifest's per-count table",
                        description="Print images per count and split, and the quarantine total.")
@@ -170,6 +186,17 @@ def _split(args: argparse.Namespace) -> int:
     meta.update({"split_protocol": args.protocol, "split_seed": str(args.seed)})
     manifest.update_manifest(args.manifest, df, meta)
     manifest.print_summary(df)
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from binventory.data import manifest
+    from binventory.data.merge import merge_manifests
+
+    df, root = merge_manifests(args.manifests)
+    paths = manifest.write_manifest(df, args.out, root)
+    manifest.print_summary(df)
+    print(f"manifest: {paths.manifest} (root {root})")
     return 0
 
 

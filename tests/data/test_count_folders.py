@@ -93,3 +93,4 @@ def test_old_manifests_read_with_has_record(good_dataset, tmp_path):
     pq.write_table(table.drop(["has_record"]), tmp_path / "old.parquet")
     df, _ = read_manifest(tmp_path / "old.parquet")
     assert df.has_record.all()
+
