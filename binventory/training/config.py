@@ -26,7 +26,7 @@ class TrainConfig:
                        choices=("stretch", "letterbox"))
     workers: int = _opt(2, "data-loading processes per rank", "data")
     # model
-    backbone: str = _opt("mobilenet_v2", "mobilenet_v2, efficientnet_lite0 or a torchvision model",
+    backbone: str = _opt("mobilenet_v2", "mobilenet_v2, efficientnet_lite0|1|2 or a torchvision model",
                          "model")
     weights: str = _opt("imagenet", "imagenet, none, a torchvision weights name, or a file", "model")
     dropout: float = _opt(0.2, "dropout before the head", "model")

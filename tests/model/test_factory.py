@@ -21,12 +21,22 @@ def _one_step(model: torch.nn.Module, num_classes: int) -> None:
 
 @pytest.mark.parametrize("backbone, weights", [("mobilenet_v2", "imagenet"),
                                                ("efficientnet_lite0", "imagenet"),
+                                               ("efficientnet_lite1", "imagenet"),
+                                               ("efficientnet_lite2", "imagenet"),
                                                ("resnet18", "none")])
 def test_backbones_build_and_train_a_step_offline(backbone, weights):
     model = create_model(backbone, num_classes=7, weights=weights)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
     assert model.binventory_spec.backbone == backbone
     _one_step(model, 7)
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_efficientnet_lite_weights_are_the_packaged_checkpoint(backbone):
+    state = torch.load(offline.efficientnet_lite_weights(backbone), map_location="cpu", weights_only=True)
+    pretrained = create_model(backbone, 7, "imagenet")
+    assert torch.equal(pretrained._conv_stem.weight, state["_conv_stem.weight"])
+    assert not torch.equal(create_model(backbone, 7, "none")._conv_stem.weight, state["_conv_stem.weight"])
 
 
 def test_mobilenet_weights_are_the_verified_imagenet_checkpoint():
