@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 from pathlib import Path
 
@@ -19,9 +20,14 @@ log = logging.getLogger(__name__)
 
 
 def create_app(predictor: Predictor, settings: Settings | None = None, *, db=None, policy=None,
-               image_dir: str | Path | None = None) -> FastAPI:
-    """The counting service, plus the inventory API when ``db`` (a binventory.inventory.db.Database)
-    is given; ``policy`` defaults to the uncalibrated blind policy."""
+               image_dir: str | Path | None = None, reads_need_token: bool = False,
+               allow_policy_mismatch: bool = False) -> FastAPI:
+    """The counting service, plus the inventory API and the dashboard when ``db`` (a
+    binventory.inventory.db.Database) is given; ``policy`` defaults to the uncalibrated blind
+    policy. A policy calibrated for another model is refused (BinventoryError) unless
+    ``allow_policy_mismatch``; then /readyz and every dashboard page say so. With
+    ``reads_need_token`` the inventory's reads need a token as its writes do; health, readiness,
+    metrics, counting and the sign-in page stay open."""
     app = create_counting_app(predictor, settings)
 
     @app.exception_handler(RequestValidationError)
@@ -35,17 +41,23 @@ def create_app(predictor: Predictor, settings: Settings | None = None, *, db=Non
         return app
     from binventory.inventory.api import inventory_router
     from binventory.inventory.db import data_dir
-    from binventory.inventory.policy import Policy
+    from binventory.inventory.policy import Policy, check_policy
 
     policy = policy or Policy.default()
+    mismatch = check_policy(policy, predictor, allow_mismatch=allow_policy_mismatch,
+                            override="--allow-policy-mismatch")
+    app.state.counting.readiness["policy_mismatch"] = mismatch
     app.state.db, app.state.policy = db, policy
     app.include_router(inventory_router(db, policy, app.state.counting,
-                                        image_dir or data_dir() / "observations"))
+                                        image_dir or data_dir() / "observations",
+                                        reads_need_token=reads_need_token))
     from fastapi.staticfiles import StaticFiles
 
-    from binventory.web import STATIC_DIR, dashboard_router
+    from binventory.web import STATIC_DIR, SignInRequired, dashboard_router, sign_in_redirect
 
-    app.include_router(dashboard_router(db, policy, app.state.counting))
+    app.include_router(dashboard_router(db, policy, app.state.counting, reads_need_token=reads_need_token,
+                                        policy_mismatch=mismatch))
+    app.add_exception_handler(SignInRequired, sign_in_redirect)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
@@ -61,7 +73,9 @@ def add_parsers(commands, formatter) -> None:
                     "--max-batch images, waiting at most --max-wait-ms for company. With the "
                     "inventory (default; --no-inventory turns it off) it also serves the bins, "
                     "observations and audit tasks under /v1 (writes need a bearer token from "
-                    "'binventory inventory token create') and the dashboard at /. Also "
+                    "'binventory inventory token create'; so do reads, and the dashboard's pages, "
+                    "when --host is not a loopback address, unless --public-read) and the "
+                    "dashboard at /. Also "
                     "/healthz, /readyz (after a warm-up inference), /metrics (Prometheus) and "
                     "/docs (OpenAPI). SIGTERM or Ctrl-C stops accepting, finishes open requests "
                     "and queued batches, then exits.",
@@ -80,11 +94,36 @@ def add_parsers(commands, formatter) -> None:
     g.add_argument("--image-dir", type=Path, default=None,
                    help="where uploaded bin photos are kept (default: data/observations)")
     g.add_argument("--no-inventory", action="store_true", help="serve counting only: no database")
+    g.add_argument("--public-read", action="store_true",
+                   help="let anyone who reaches the port read bins, SKUs, quantities, photos and the "
+                        "ledger without a token (by default, off a loopback --host, reads need one)")
+    g.add_argument("--allow-policy-mismatch", action="store_true",
+                   help="serve with a --policy calibrated for another model (its thresholds do not "
+                        "fit this model's probabilities); the dashboard and /readyz say so")
     p.set_defaults(func=_serve)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server listening on ``host`` (127.0.0.0/8, ::1,
+    localhost). Any other name might resolve to a public address, so it counts as not."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from binventory.serving.service_cli import load_service, run_server
+    from binventory.serving.service_cli import run_server
+
+    return run_server(serve_app(args), args)
+
+
+def serve_app(args: argparse.Namespace) -> FastAPI:
+    """The app ``binventory serve`` runs with these options: loads the model, opens the database."""
+    from binventory.serving.service_cli import load_service
 
     predictor, settings = load_service(args)
     db = policy = None
@@ -95,5 +134,9 @@ def _serve(args: argparse.Namespace) -> int:
         policy = Policy.load(args.policy) if args.policy else Policy.default()
         db = Database.open(args.db, create=True)  # an empty database gets the schema; an old one refuses
         log.info("inventory at %s", db.engine.url.render_as_string(hide_password=True))
-    app = create_app(predictor, settings, db=db, policy=policy, image_dir=args.image_dir)
-    return run_server(app, args)
+    reads_need_token = db is not None and not (args.public_read or is_loopback(args.host))
+    if reads_need_token:
+        log.info("listening on %s, beyond loopback: reads need a token too ('binventory inventory "
+                 "token create NAME'; --public-read opens them)", args.host)
+    return create_app(predictor, settings, db=db, policy=policy, image_dir=args.image_dir,
+                      reads_need_token=reads_need_token, allow_policy_mismatch=args.allow_policy_mismatch)

@@ -15,13 +15,20 @@ def _db(p) -> None:
 
 
 def add_parsers(commands, formatter) -> None:
-    from binventory.inventory import calibrate
-
-    inv = commands.add_parser(
+    commands.add_parser(
         "inventory", formatter_class=formatter, help="the inventory database and its audit queue",
         description="Bins, SKUs and expected quantities; the observations that judged them; the "
                     "audit tasks people resolve; the ledger of adjustments. SQLite by default, "
-                    "PostgreSQL with --db postgresql+psycopg://user:password@host/db.")
+                    "PostgreSQL with --db postgresql+psycopg://user:password@host/db.",
+        define=lambda inv: _inventory_commands(inv, formatter))
+    _reconcile_parser(commands, formatter)
+
+
+def _inventory_commands(inv, formatter) -> None:
+    # calibrate's options live beside its code, which loads numpy, scikit-learn and torch: only
+    # 'binventory inventory ...' pays for that (binventory.cli.DeferredParser).
+    from binventory.inventory import calibrate
+
     sub = inv.add_subparsers(dest="inventory_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("migrate", formatter_class=formatter, help="create or upgrade the schema",
@@ -96,6 +103,8 @@ def add_parsers(commands, formatter) -> None:
     p.add_argument("name")
     p.set_defaults(func=_token_revoke)
 
+
+def _reconcile_parser(commands, formatter) -> None:
     p = commands.add_parser(
         "reconcile", formatter_class=formatter,
         help="count bin photos and confirm, flag or queue each bin's record",

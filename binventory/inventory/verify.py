@@ -50,19 +50,9 @@ FEATURES = PROB_FEATURES + RECORD_FEATURES
 _MISSING = -1.0
 
 
-def class_index(classes: CountClasses, e: int) -> int:
-    """The class of count e, or -1 when the classes cannot hold it (P(count = e) = 0)."""
-    if e < classes.min_count:
-        return -1
-    k = e - classes.min_count
-    if k <= classes.max_count - classes.min_count:
-        return k
-    return classes.num_classes - 1 if classes.overflow else -1
-
-
 def class_counts(classes: CountClasses) -> np.ndarray:
-    """The count each class stands for (overflow = max_count + 1)."""
-    return np.arange(classes.min_count, classes.min_count + classes.num_classes, dtype=np.float64)
+    """The count each class stands for (overflow = max_count + 1), as float64."""
+    return classes.counts.double().numpy()
 
 
 def _check(probs: np.ndarray, classes: CountClasses, expected: Sequence[int]) -> np.ndarray:
@@ -77,7 +67,7 @@ def _check(probs: np.ndarray, classes: CountClasses, expected: Sequence[int]) ->
 def p_expected(probs: np.ndarray, classes: CountClasses, expected: Sequence[int]) -> np.ndarray:
     """P(count = e) per row."""
     probs = _check(probs, classes, expected)
-    idx = np.array([class_index(classes, int(e)) for e in expected], dtype=np.int64)
+    idx = np.array([classes.index_of(e) for e in expected], dtype=np.int64)
     out = probs[np.arange(len(probs)), np.maximum(idx, 0)] if len(probs) else np.zeros(0)
     return np.where(idx >= 0, out, 0.0)
 
@@ -106,7 +96,7 @@ def prob_features(probs: np.ndarray, classes: CountClasses, expected: Sequence[i
     argmax = counts[probs.argmax(axis=1)] if n else np.zeros(0)
     for i, e in enumerate(expected):
         e = int(e)
-        j = class_index(classes, e)
+        j = classes.index_of(e)
         if j >= 0:
             p_e = probs[i, j]
             p_lo = probs[i, j - 1] if j > 0 else 0.0
@@ -120,7 +110,7 @@ def prob_features(probs: np.ndarray, classes: CountClasses, expected: Sequence[i
                 p_lo = probs[i, -1]
         others = np.delete(probs[i], j) if j >= 0 else probs[i]
         e_cap = min(e, counts[-1])
-        alt = [class_index(classes, e - d) for d in ERROR_DELTAS if e - d >= 0]
+        alt = [classes.index_of(e - d) for d in ERROR_DELTAS if e - d >= 0]
         p_alt = float(np.mean([probs[i, a] if a >= 0 else 0.0 for a in alt]))
         log_lr = math.log(max(p_e, 1e-6)) - math.log(max(p_alt, 1e-6))
         out[i] = [p_e, p_lo, p_hi, max(1.0 - p_e - p_lo - p_hi, 0.0), math.log(max(p_e, 1e-6)),
@@ -231,6 +221,9 @@ class Trees:
     def predict(self, x: np.ndarray) -> np.ndarray:
         if len(self._roots) == 0:
             return np.zeros(len(x))
+        # scikit-learn compares float32 features with float64 thresholds: so do we, to agree
+        # with it exactly on a value next to a threshold.
+        x = np.asarray(x, dtype=np.float32)
         node = np.broadcast_to(self._roots, (len(x), len(self._roots))).copy()
         rows = np.arange(len(x))[:, None]
         while True:
@@ -342,15 +335,28 @@ class RecordVerifier:
         gb = GradientBoostingClassifier(n_estimators=150, learning_rate=0.05, max_depth=3,
                                         min_samples_leaf=20, subsample=0.8, random_state=seed)
         gb.fit(xs, right, sample_weight=weight)
-        init = float(gb._raw_predict_init(xs[:1]).ravel()[0])
+        return cls.from_gradient_boosting(gb, names, prior_logit=prior)
+
+    @classmethod
+    def from_gradient_boosting(cls, gb, feature_names: Sequence[str], *,
+                               prior_logit: float = 0.0) -> "RecordVerifier":
+        """The trees of a fitted binary scikit-learn GradientBoostingClassifier, read through its
+        public API only (``estimators_``, each tree's documented ``tree_`` arrays, and
+        ``decision_function``), so that a scikit-learn upgrade cannot change a saved policy."""
+        if getattr(gb, "n_classes_", None) != 2:
+            raise BinventoryError("a record verifier needs a binary (right / wrong) classifier")
         t = [est[0].tree_ for est in gb.estimators_]
         trees = Trees(left=[tr.children_left.tolist() for tr in t],
                       right=[tr.children_right.tolist() for tr in t],
                       feature=[tr.feature.tolist() for tr in t],
                       threshold=[tr.threshold.tolist() for tr in t],
                       value=[tr.value[:, 0, 0].tolist() for tr in t])
-        return cls("trees", names, intercept=init, trees=trees, learning_rate=gb.learning_rate,
-                   prior_logit=prior)
+        # The constant start: the raw score (log-odds) less the trees' part, at any one row.
+        probe = np.zeros((1, gb.n_features_in_))
+        init = float(gb.decision_function(probe)[0]
+                     - gb.learning_rate * sum(est[0].predict(probe)[0] for est in gb.estimators_))
+        return cls("trees", list(feature_names), intercept=init, trees=trees,
+                   learning_rate=gb.learning_rate, prior_logit=prior_logit)
 
 
 def verifier_from_dict(d: dict) -> BlindVerifier | RecordVerifier:

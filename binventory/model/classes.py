@@ -42,6 +42,32 @@ class CountClasses:
         """Counts to class indices; counts above the range go to overflow (or the top class)."""
         return (counts.clamp(min=self.min_count) - self.min_count).clamp(max=self.num_classes - 1).long()
 
+    def index_of(self, count: int) -> int:
+        """The class of one count, or -1 when none holds it (below min_count, or above
+        max_count without an overflow class). Unlike ``to_class`` (training targets), a count
+        is never moved into a class that stands for another count."""
+        count = int(count)
+        if count < self.min_count:
+            return -1
+        if count <= self.max_count:
+            return count - self.min_count
+        return self.num_classes - 1 if self.overflow else -1
+
+    @classmethod
+    def from_names(cls, names: list[str]) -> "CountClasses":
+        """The classes whose ``names`` these are (a stored prediction's probability keys)."""
+        names = [str(n) for n in names]
+        overflow = bool(names) and names[-1].endswith("+")
+        exact = names[:-1] if overflow else names
+        try:
+            counts = [int(n) for n in exact]
+            found = cls(counts[0], counts[-1], overflow) if counts else None
+        except (ValueError, IndexError):
+            found = None
+        if found is None or found.names != names:
+            raise ValueError(f"not the names of count classes: {names}")
+        return found
+
     def to_count(self, classes: torch.Tensor) -> torch.Tensor:
         return classes + self.min_count
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from binventory import BinventoryError
+
+if TYPE_CHECKING:  # numpy loads with a command, not with every 'binventory --help'
+    import numpy as np
 
 
 def add_parsers(commands, formatter) -> None:
@@ -125,6 +127,8 @@ def _split_images(manifest: Path, split: str, preprocess, limit: int | None,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Decoded images of one split of a manifest (a seeded sample of ``limit``) and labels."""
     from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
 
     from binventory.data.manifest import dataset_root, read_manifest
 

@@ -21,6 +21,7 @@ from binventory.inventory.models import (AGREED_REASON, REASON_CODES, Adjustment
 from binventory.inventory.policy import Policy
 from binventory.inventory.tokens import check_token
 from binventory.inventory.views import bin_detail, bin_page, overview, record_accuracy_by_day, task_dict
+from binventory.model.classes import CountClasses
 from binventory.web import runs
 from binventory.web.charts import line_chart, percent
 
@@ -66,14 +67,14 @@ def bars(probabilities: dict | None, predicted: int | None, expected: int | None
     if not probabilities:
         return []
     names = list(probabilities)
+    try:
+        classes = CountClasses.from_names(names)
+    except ValueError:  # not count classes: show the bars, mark nothing
+        classes = None
 
     def class_of(count):
-        if count is None:
-            return None
-        if str(count) in probabilities:
-            return str(count)
-        last = names[-1]
-        return last if last.endswith("+") and count >= int(last.rstrip("+")) else None
+        k = classes.index_of(count) if classes is not None and count is not None else -1
+        return names[k] if k >= 0 else None
 
     want, got = class_of(expected), class_of(predicted)
     return [{"name": n, "p": float(p), "height": max(1.0, 100 * float(p)), "expected": n == want,

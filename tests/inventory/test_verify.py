@@ -9,7 +9,7 @@ import pytest
 from binventory import BinventoryError
 from binventory.inventory import calibrate as cal
 from binventory.inventory.verify import (FEATURES, RECORD_FEATURES, BlindVerifier, ItemRecord,
-                                         RecordVerifier, class_index, expected_abs_error, features,
+                                         RecordVerifier, expected_abs_error, features,
                                          p_expected, record_features, verifier_from_dict)
 from binventory.model.classes import CountClasses
 
@@ -42,14 +42,14 @@ def synthetic_sample(n=240, seed=0, sharp=1.6, classes=C) -> cal.Sample:
 
 
 def cal_class(classes, count):
-    return class_index(classes, int(count))
+    return classes.index_of(int(count))
 
 
 # ---- class mapping and blind scores ----
 
 def test_class_index_overflow_and_out_of_range():
-    assert [class_index(C, e) for e in (0, 3, 5, 6, 40)] == [0, 3, 5, 6, 6]
-    assert [class_index(C_NO, e) for e in (0, 1, 5, 6)] == [-1, 0, 4, -1]
+    assert [C.index_of(e) for e in (0, 3, 5, 6, 40)] == [0, 3, 5, 6, 6]
+    assert [C_NO.index_of(e) for e in (0, 1, 5, 6)] == [-1, 0, 4, -1]
 
 
 def test_p_expected_reads_the_right_class():

@@ -207,3 +207,12 @@ def test_run_folder_readers(tmp_path):
                                                                   "values": {"accuracy": 0.5}}
     assert runs.headline(None) == {} and runs.headline({"test": "x"}) == {}
     assert routes.bars({"0": 0.2, "1": 0.5, "2+": 0.3}, 1, 7)[2]["expected"] is True
+
+
+def test_bars_mark_classes_as_count_classes_map_counts():
+    udacity = {"1": 0.1, "2": 0.2, "3": 0.3, "4": 0.2, "5": 0.2}  # no overflow class
+    marked = [(b["name"], b["expected"], b["predicted"]) for b in routes.bars(udacity, 5, 7)]
+    assert marked[-1] == ("5", False, True) and not any(e for _, e, _ in marked)
+    assert not any(b["expected"] for b in routes.bars(udacity, 3, 0))
+    assert [b["name"] for b in routes.bars({"0": 0.5, "1": 0.1, "2+": 0.4}, 9, 2) if b["predicted"]] == ["2+"]
+    assert not any(b["expected"] or b["predicted"] for b in routes.bars({"x": 1.0}, 1, 1))
