@@ -1,9 +1,11 @@
 """The inventory's HTTP API, mounted on the counting service's FastAPI app (``binventory.app``).
 
-Reads are open; writes need ``Authorization: Bearer <token>`` (``binventory inventory token
-create``). Errors answer ``{"detail": ..., "status": ...}`` like the counting routes: 401 for a
-missing or bad token, 404 for unknown bins, tasks and SKUs, 409 for a task in the wrong state,
-422 for bad quantities, reason codes and images, 413 for huge uploads.
+Writes need ``Authorization: Bearer <token>`` (``binventory inventory token create``) or the
+dashboard's sign-in cookie; so do reads when ``reads_need_token`` (``binventory serve`` sets it
+when it listens beyond loopback, unless ``--public-read``). Errors answer ``{"detail": ...,
+"status": ...}`` like the counting routes: 401 for a missing or bad token, 404 for unknown bins,
+tasks and SKUs, 409 for a task in the wrong state, 422 for bad quantities, reason codes and
+images, 413 for huge uploads.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from binventory.serving.batching import BatcherStopped
 from binventory.serving.predictor import ImageError
 from binventory.serving.service import IMAGE_TYPES, ApiError, CountingService, read_body
 
+TOKEN_COOKIE = "binventory_token"  # where the dashboard's sign-in keeps the token
 ERRORS = {401: {"description": "missing or bad bearer token"}, 404: {"description": "unknown bin or task"},
           409: {"description": "the task is not in a state that allows this"},
           422: {"description": "bad quantity, reason code or image"}}
@@ -61,25 +64,41 @@ def _domain_errors(fn, *args, **kwargs):
         raise ApiError(422, "invalid", str(e)) from None
 
 
+def token_user(db: Database, request: Request) -> str | None:
+    """The name behind the request's token: an ``Authorization: Bearer`` header, else the
+    dashboard's sign-in cookie; None when neither is a live token. The API and the dashboard
+    both ask this, once per request (the answer is kept on the request)."""
+    if not hasattr(request.state, "token_user"):
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            token = request.cookies.get(TOKEN_COOKIE, "")
+        with db.reader() as session:
+            found = check_token(session, token.strip())
+        request.state.token_user = found.name if found is not None else None
+    return request.state.token_user
+
+
 def inventory_router(db: Database, policy: Policy, counting: CountingService,
-                     image_dir: str | Path) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERRORS)
+                     image_dir: str | Path, *, reads_need_token: bool = False) -> APIRouter:
+    def reader(request: Request) -> None:
+        if reads_need_token and token_user(db, request) is None:
+            raise ApiError(401, "unauthorized", "this service listens beyond loopback: reads need a valid "
+                                                "'Authorization: Bearer <token>' header too "
+                                                "(binventory inventory token create)")
+
+    router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERRORS, dependencies=[Depends(reader)])
     image_dir = Path(image_dir)
     # The served model is recorded (with its thresholds) with the first upload it judges, not
     # again with every photo: the policy alone is ~100 KB of JSON.
     registered = []
 
     def writer(request: Request) -> str:
-        """The name behind the request's bearer token (writes only)."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            token = request.cookies.get("binventory_token", "")  # the dashboard's login
-        with db.reader() as session:
-            found = check_token(session, token.strip())
-        if found is None:
+        """The name behind the request's token (every write needs one)."""
+        name = token_user(db, request)
+        if name is None:
             raise ApiError(401, "unauthorized", "writes need a valid 'Authorization: Bearer <token>' "
                                                 "header (binventory inventory token create)")
-        return found.name
+        return name
 
     @router.get("/bins", summary="Bins with their expected quantity and latest decision")
     def list_bins(q: str | None = None, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):

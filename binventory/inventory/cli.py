@@ -260,7 +260,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from binventory.inventory.policy import Policy
+    from binventory.inventory.policy import Policy, check_policy
     from binventory.inventory.reconcile import reconcile
     from binventory.serving.predictor import Predictor
 
@@ -268,9 +268,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         raise BinventoryError("--batch-size, --commit-every and --workers must be at least 1")
     predictor = Predictor.load(args.model, backend=args.backend)
     policy = Policy.load(args.policy) if args.policy else Policy.default()
-    if policy.model_version and policy.model_version != predictor.model_id:
-        raise BinventoryError(f"the policy was calibrated for model {policy.model_version!r}, not "
-                              f"{predictor.model_id!r}: calibrate it for this model")
+    check_policy(policy, predictor)
     db = _open(args)
     report = reconcile(db, predictor, policy, args.input, model_path=str(args.model),
                        batch_size=args.batch_size, commit_every=args.commit_every, workers=args.workers,

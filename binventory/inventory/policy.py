@@ -106,6 +106,14 @@ class Policy:
                                 variance=int(predicted[i]) - e))
         return out
 
+    def mismatch(self, model_id: str | None) -> str | None:
+        """Why these thresholds do not fit the model ``model_id``, or None. They were chosen on
+        one model's probabilities; another model's scores mean something else. A policy
+        calibrated for no model in particular (the defaults) fits any."""
+        if self.model_version and self.model_version != model_id:
+            return f"the policy was calibrated for model {self.model_version!r}, not {model_id!r}"
+        return None
+
     # ---- files ----
 
     def to_dict(self) -> dict:
@@ -145,6 +153,20 @@ class Policy:
             return cls.from_dict(d)
         except BinventoryError as e:
             raise BinventoryError(f"{path}: {e}") from None
+
+
+def check_policy(policy: Policy, predictor, *, allow_mismatch: bool = False,
+                 override: str | None = None) -> str | None:
+    """The check ``reconcile`` and ``serve`` share: does ``policy`` fit the model ``predictor``
+    (a binventory.serving.predictor.Predictor) serves? Raises BinventoryError when not, unless
+    ``allow_mismatch``; then returns why not, for whoever runs it that way to show. ``override``
+    names the option that allows it, for the error message."""
+    problem = policy.mismatch(predictor.model_id)
+    if problem and not allow_mismatch:
+        hint = f", or pass {override} to use it anyway" if override else ""
+        raise BinventoryError(f"{problem}: calibrate it for this model "
+                              f"('binventory inventory calibrate'){hint}")
+    return problem
 
 
 def _finite(x):

@@ -153,6 +153,9 @@ class CountingService:
         self.batcher = MicroBatcher(predictor.predict_arrays, settings.max_batch, settings.max_wait_ms,
                                     on_batch=metrics.observe_batch)
         self.ready = False
+        # What APIs mounted beside the counting routes add to /readyz's answer (the inventory:
+        # whether its policy fits this model), so the service itself needs to know none of them.
+        self.readiness: dict = {}
         self._s3 = None
         self._s3_lock = threading.Lock()
 
@@ -324,7 +327,7 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> FastAP
         if not service.ready:
             return JSONResponse({"detail": "model not ready", "status": "not_ready"}, 503)
         return {"status": "ready", "model_version": predictor.model_id, "model_name": predictor.model_name,
-                "backend": predictor.backend}
+                "backend": predictor.backend, **service.readiness}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus():

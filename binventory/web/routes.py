@@ -1,20 +1,23 @@
 """The dashboard's pages: overview, audit queue (with the resolve form), bins, a bin, the model.
 
-Reads are open like the API's. Writes (resolving a task) need the same token as the API: the login
-form checks it and keeps it in the ``binventory_token`` cookie (HttpOnly, SameSite=Strict, so other
-sites can neither read it nor post forms with it), which the API's writes accept too."""
+Writes (resolving a task) need the same token as the API: the login form checks it and keeps it in
+the ``binventory_token`` cookie (HttpOnly, SameSite=Strict, so other sites can neither read it nor
+post forms with it), which the API accepts too. Reads are open like the API's unless
+``reads_need_token``: then every page but the sign-in page sends a signed-out browser there
+(``SignInRequired``, which the app answers with ``sign_in_redirect``)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
 from binventory.inventory import audit
+from binventory.inventory.api import TOKEN_COOKIE, token_user
 from binventory.inventory.db import Database
 from binventory.inventory.models import (AGREED_REASON, REASON_CODES, Adjustment, AuditTask, Bin, Model,
                                          Observation)
@@ -28,7 +31,7 @@ from binventory.web.charts import line_chart, percent
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
-COOKIE = "binventory_token"
+COOKIE = TOKEN_COOKIE
 COOKIE_MAX_AGE = 12 * 3600
 PAGE_SIZE = 20        # audit tasks, observations
 BIN_PAGE_SIZE = 50    # bins, ledger rows
@@ -81,20 +84,41 @@ def bars(probabilities: dict | None, predicted: int | None, expected: int | None
              "predicted": n == got} for n, p in probabilities.items()]
 
 
-def dashboard_router(db: Database, policy: Policy, counting=None) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+class SignInRequired(Exception):
+    """A signed-out browser asked for a page while reads need a token."""
+
+    def __init__(self, next_url: str):
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+async def sign_in_redirect(request: Request, e: SignInRequired) -> RedirectResponse:
+    """The app's handler for SignInRequired: to the sign-in page, which comes back afterwards."""
+    return RedirectResponse(f"/login?next={quote(e.next_url, safe='')}", 303)
+
+
+def dashboard_router(db: Database, policy: Policy, counting=None, *, reads_need_token: bool = False,
+                     policy_mismatch: str | None = None) -> APIRouter:
+    """The pages; ``policy_mismatch`` says why the served policy does not fit the served model
+    (``serve --allow-policy-mismatch``), shown on every page."""
+
+    def signed_in(request: Request) -> None:
+        if reads_need_token and token_user(db, request) is None:
+            # A form post cannot be replayed after signing in: come back to the queue instead.
+            url = request.url
+            raise SignInRequired(url.path + (f"?{url.query}" if url.query else "")
+                                 if request.method == "GET" else "/audit")
+
+    router = APIRouter(include_in_schema=False, dependencies=[Depends(signed_in)])
+    public = APIRouter(include_in_schema=False)  # the sign-in page itself
 
     def user(request: Request) -> str | None:
-        token = request.cookies.get(COOKIE)
-        if not token:
-            return None
-        with db.reader() as session:
-            found = check_token(session, token)
-        return found.name if found else None
+        return token_user(db, request)
 
     def render(request: Request, template: str, http_status: int = 200, **context) -> HTMLResponse:
-        return TEMPLATES.TemplateResponse(request, template, {"user": user(request), **context},
-                                          status_code=http_status)
+        return TEMPLATES.TemplateResponse(request, template, {
+            "user": user(request), "reads_need_token": reads_need_token,
+            "served_policy_mismatch": policy_mismatch, **context}, status_code=http_status)
 
     @router.get("/", response_class=HTMLResponse)
     def overview_page(request: Request):
@@ -230,8 +254,7 @@ def dashboard_router(db: Database, policy: Policy, counting=None) -> APIRouter:
         used = policy.to_dict()
         return render(request, "model.html", page="model", model=model, versions=versions, run=run,
                       charts=charts, headline=runs.headline(model.metrics if model else None),
-                      policy=used, policy_mismatch=bool(model and used.get("model_version")
-                                                        and used["model_version"] != model.version))
+                      policy=used, policy_mismatch=model is not None and policy.mismatch(model.version))
 
     def model_path(version: str) -> str | None:
         with db.reader() as session:
@@ -254,11 +277,11 @@ def dashboard_router(db: Database, policy: Policy, counting=None) -> APIRouter:
         return FileResponse(path, media_type="text/html", headers={
             "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"})
 
-    @router.get("/login", response_class=HTMLResponse)
+    @public.get("/login", response_class=HTMLResponse)
     def login_page(request: Request, next: str = "/"):
         return render(request, "login.html", page="login", next=next)
 
-    @router.post("/login", response_class=HTMLResponse)
+    @public.post("/login", response_class=HTMLResponse)
     def login(request: Request, token: str = Form(""), next: str = Form("/")):
         with db.reader() as session:
             found = check_token(session, token.strip())
@@ -272,11 +295,14 @@ def dashboard_router(db: Database, policy: Policy, counting=None) -> APIRouter:
                             samesite="strict", secure=request.url.scheme == "https")
         return response
 
-    @router.post("/logout")
+    @public.post("/logout")
     def logout():
         response = RedirectResponse("/", 303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
-    return router
+    pages = APIRouter()
+    pages.include_router(router)
+    pages.include_router(public)
+    return pages
 

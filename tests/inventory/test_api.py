@@ -139,3 +139,69 @@ def test_unknown_things_get_404(api):
         assert (r.status_code, r.json()["status"]) == (404, "not_found"), url
     r = api.get("/v1/audit-tasks", params={"status": "bogus"})
     assert (r.status_code, r.json()["status"]) == (422, "invalid")
+
+
+@pytest.fixture
+def locked_api(db, tmp_path, predictor):
+    """The API as ``binventory serve`` builds it when it listens beyond loopback: reads need a
+    token too. Yields a client without credentials, the token, and one photo's observation."""
+    load(db, make_dataset(tmp_path / "abid", images=False))
+    with db.session() as s:
+        token = create_token(s, "reader")
+    policy = Policy(BlindVerifier(), t_confirm=0.99, t_flag=0.5)  # every upload opens a task
+    app = create_app(predictor, Settings(), db=db, policy=policy, image_dir=tmp_path / "photos",
+                     reads_need_token=True)
+    with TestClient(app) as client:
+        obs = upload(client, headers={"Authorization": f"Bearer {token}"}).json()
+        yield client, token, obs
+
+
+def inventory_reads(client, obs) -> list[str]:
+    """Every GET route of the inventory API (from its OpenAPI schema, so a new one is not
+    missed), with real bin, observation and task ids."""
+    ids = {"code": "bin004", "obs_id": obs["id"], "task_id": obs["task"]["id"]}
+    paths = [path for path, ops in client.get("/openapi.json").json()["paths"].items()
+             if "inventory" in ops.get("get", {}).get("tags", ())]
+    assert len(paths) >= 8, paths
+    return [p.format(**ids) for p in paths]
+
+
+def test_off_loopback_every_read_needs_a_token(locked_api):
+    client, token, obs = locked_api
+    for path in inventory_reads(client, obs):
+        for headers in ({}, {"Authorization": "Bearer bvt_nope"}, {"Authorization": f"Basic {token}"}):
+            r = client.get(path, headers=headers)
+            assert (r.status_code, r.json()["status"]) == (401, "unauthorized"), (path, headers)
+            assert "reads need a valid" in r.json()["detail"]
+        assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200, path
+        # the dashboard's sign-in cookie opens them too (its photos are API reads)
+        client.cookies.set("binventory_token", token)
+        assert client.get(path).status_code == 200, path
+        client.cookies.clear()
+    assert client.get(f"/v1/observations/{obs['id']}/image",
+                      headers={"Authorization": f"Bearer {token}"}).content == image_bytes(4)
+
+
+def test_off_loopback_a_revoked_token_reads_nothing(locked_api, db):
+    client, token, obs = locked_api
+    with db.session() as s:
+        revoke_tokens(s, "reader")
+    r = client.get("/v1/bins", headers={"Authorization": f"Bearer {token}"})
+    assert (r.status_code, r.json()["status"]) == (401, "unauthorized")
+
+
+def test_off_loopback_health_metrics_and_counting_stay_open(locked_api):
+    client, _, _ = locked_api
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").json()["status"] == "ready"
+    assert "binventory" in client.get("/metrics").text
+    # Counting stores and reveals nothing of the inventory: it needs no token.
+    r = client.post("/v1/count", content=image_bytes(2), headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 200 and "count" in r.json()
+
+
+def test_on_loopback_every_read_stays_open(api):
+    obs = upload(api).json()
+    api.headers.pop("Authorization")
+    for path in inventory_reads(api, obs):
+        assert api.get(path).status_code == 200, path

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from binventory.app import create_app
+from binventory.serving.service import Settings
 from tests.web.conftest import UNSEEN_BIN, LiveServer, make_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -187,3 +189,25 @@ def test_empty_states(page, empty_server):
     assert "The inventory has no bins yet" in page.locator("main .empty").inner_text()
     page.click("nav >> text=Model")
     assert "No model has judged this inventory yet" in page.locator("main .empty").first.inner_text()
+
+
+def test_beyond_loopback_sign_in_comes_back_to_the_page(page, predictor, inventory):
+    # What 'binventory serve --host 0.0.0.0' builds: every page needs the sign-in.
+    app = create_app(predictor, Settings(max_wait_ms=1), db=inventory.db, policy=inventory.policy,
+                     image_dir=inventory.folder / "observations", reads_need_token=True)
+    with LiveServer(app) as live:
+        page.goto(live.url + "/bins/00003?obs=1")
+        assert page.locator("h1").inner_text() == "Sign in"
+        assert "every page needs" in page.locator("main").inner_text()
+        assert page.request.get(live.url + "/v1/bins").status == 401
+        page.fill("input[name=token]", inventory.token)
+        page.click("form.card button")
+        page.wait_for_url(live.url + "/bins/00003?obs=1")
+        assert page.locator("h1").inner_text() == "Bin 00003"
+        # The photo is an API read: the browser's sign-in cookie brings it.
+        img = page.locator("li.obs img").first
+        img.wait_for()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+        page.click("header button.link")  # sign out
+        page.goto(live.url + "/audit")
+        assert page.locator("h1").inner_text() == "Sign in"
