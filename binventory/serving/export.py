@@ -11,7 +11,6 @@ the probabilities differ by more than ``PARITY_TOL``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -25,7 +24,7 @@ import torch
 
 from binventory import BinventoryError, __version__
 from binventory.data.preprocess import Preprocess
-from binventory.files import atomic_write
+from binventory.files import atomic_write, sha256_file
 from binventory.model.artifact import CountingModel, load_artifact
 from binventory.serving.predictor import InferenceModule
 
@@ -53,14 +52,6 @@ def onnx_path_for(model_path: str | Path) -> Path:
 def int8_path_for(onnx_path: str | Path) -> Path:
     """model.onnx -> model.int8.onnx."""
     return Path(onnx_path).with_suffix(".int8.onnx")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---- check images ------------------------------------------------------------------------------
@@ -161,7 +152,7 @@ def export_model(model_path: str | Path, out: str | Path | None = None, opset: i
     module = InferenceModule(counting.model, counting.preprocess, counting.temperature).eval()
     if check_images is None:
         check_images = sample_images(counting.preprocess)
-    props = metadata(counting, file_sha256(model_path))
+    props = metadata(counting, sha256_file(model_path))
     result = ExportResult(path=out, parity=float("nan"))
 
     def write(tmp: str) -> None:
@@ -270,7 +261,7 @@ def ensure_onnx(model_path: str | Path, onnx_path: str | Path | None = None) -> 
     artifact file (compared by SHA-256); returns (path, whether it was exported now)."""
     model_path = Path(model_path)
     path = Path(onnx_path) if onnx_path is not None else onnx_path_for(model_path)
-    if path.is_file() and read_metadata(path).get("source_sha256") == file_sha256(model_path):
+    if path.is_file() and read_metadata(path).get("source_sha256") == sha256_file(model_path):
         return path, False
     if onnx_path is not None:  # the user named this file: never overwrite it behind their back
         if not path.is_file():

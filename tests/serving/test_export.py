@@ -13,12 +13,13 @@ from binventory.cli import main
 from binventory.data.manifest import build_manifest, write_manifest
 from binventory.data.preprocess import Preprocess
 from binventory.data.split import assign_splits
+from binventory.files import sha256_file
 from binventory.model.artifact import load_artifact, save_artifact
 from binventory.model.classes import CountClasses
 from binventory.model.factory import create_model
 from binventory.serving import export as export_mod
-from binventory.serving.export import (PARITY_TOL, ensure_onnx, export_model, file_sha256,
-                                       onnx_session, read_metadata, run_session, sample_images)
+from binventory.serving.export import (PARITY_TOL, ensure_onnx, export_model, onnx_session,
+                                       read_metadata, run_session, sample_images)
 from binventory.serving.predictor import InferenceModule, Predictor
 from tests.conftest import ABID_SAMPLE, jpeg_bytes
 
@@ -95,7 +96,7 @@ def test_metadata(exported):
     assert json.loads(meta["classes"]) == ["0", "1", "2", "3", "4", "5", "6+"]
     assert Preprocess.from_dict(json.loads(meta["preprocess"])) == Preprocess(image_size=SIZE)
     assert float(meta["temperature"]) == pytest.approx(1.7)
-    assert meta["source_sha256"] == file_sha256(model)
+    assert meta["source_sha256"] == sha256_file(model)
 
 
 def test_int8_export_runs_and_is_close(exported):
@@ -137,7 +138,7 @@ def test_ensure_onnx_reexports_a_stale_file(exported, tmp_path):
     tiny_artifact(other, seed=1)
     other.with_suffix(".onnx").write_bytes(result.path.read_bytes())  # exported from `model`
     path, exported_now = ensure_onnx(other)
-    assert exported_now and read_metadata(path)["source_sha256"] == file_sha256(other)
+    assert exported_now and read_metadata(path)["source_sha256"] == sha256_file(other)
 
 
 def test_parity_failure_refuses_to_write(tmp_path, monkeypatch):
