@@ -122,7 +122,10 @@ def _reconcile_parser(commands, formatter) -> None:
                    help="thresholds from 'binventory inventory calibrate' (default: uncalibrated, "
                         "conservative blind thresholds)")
     _db(p)
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference engine")
+    p.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
+                   help="inference engine: onnx (ONNX Runtime, faster on CPU) uses model.onnx "
+                        "beside the artifact, exported first when missing or stale; torch runs "
+                        "the artifact itself")
     p.add_argument("--batch-size", type=int, default=32, help="photos per model call")
     p.add_argument("--commit-every", type=int, default=256,
                    help="photos per database transaction (a kill loses at most this many counts)")

@@ -16,9 +16,11 @@ GRACEFUL_SHUTDOWN_S = 30
 def add_serve_options(p) -> None:
     """The counting service's options; ``binventory serve`` (in binventory.app) adds the rest."""
     p.add_argument("--model", type=Path, required=True, help="model artifact (model.pt)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="inference engine; onnx uses model.onnx beside the artifact, exported "
-                        "first when missing or stale (as 'binventory export' does)")
+    p.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
+                   help="inference engine: onnx (ONNX Runtime, faster on CPU: BENCHMARKS.md) "
+                        "uses model.onnx beside the artifact, exported "
+                        "first when missing or stale (as 'binventory export' does); torch runs "
+                        "the artifact itself")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0 exposes the service to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
