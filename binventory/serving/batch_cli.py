@@ -31,8 +31,9 @@ def add_parsers(commands, formatter) -> None:
                    help="ONNX file to write; None: the artifact's path with .onnx")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--quantize", action="store_true",
-                   help="also write an int8 copy (<out>.int8.onnx, static QDQ quantization); "
-                        "faster on CPU, slightly less accurate")
+                   help="also write an int8 copy (<out>.int8.onnx, static QDQ quantization): "
+                        "no faster than fp32 on the CPU measured in BENCHMARKS.md, and its "
+                        "counts differ from fp32's on some images")
     p.add_argument("--manifest", type=Path, default=None,
                    help="manifest with splits: its train images calibrate int8 (None: "
                         "synthetic bins) and its test images measure int8 vs fp32 accuracy")
