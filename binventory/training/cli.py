@@ -25,7 +25,7 @@ def add_parsers(commands, formatter) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="JSON config (e.g. from 'binventory tune'); command-line options override it")
     add_config_arguments(p)
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, parser=p)
 
     p = commands.add_parser(
         "evaluate", formatter_class=formatter, help="evaluate a model on a manifest split",
@@ -58,19 +58,25 @@ def add_parsers(commands, formatter) -> None:
     tune.add_argument("--timeout", type=float, default=None, help="stop starting trials after S seconds")
     p.add_argument("--config", type=Path, default=None, help="JSON base config")
     add_config_arguments(p)
-    p.set_defaults(func=_tune)
+    p.set_defaults(func=_tune, parser=p)
 
 
-def apply_config_file(parser_args: argparse.Namespace, argv_flags: set[str]) -> TrainConfig:
-    """Options given on the command line win over the file, the file over the defaults."""
-    cfg = config_from_args(parser_args)
-    if parser_args.config is None:
-        return cfg
-    merged = TrainConfig.from_json(parser_args.config).to_dict()
-    for name, value in cfg.to_dict().items():
-        if name in argv_flags:
-            merged[name] = value
-    return TrainConfig.from_dict(merged)
+def apply_config_file(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
+    """Options given on the command line win over the file, the file over the defaults. The
+    file's values become the command's defaults and ``argv`` (the command line that gave
+    ``args``) is parsed again, so that argparse itself tells what was given: abbreviations
+    (--epoch), --name=value and --no-name included."""
+    if args.config is None:
+        return config_from_args(args)
+    from_file = TrainConfig.from_json(args.config).to_dict()
+    # A list given on the command line replaces the file's instead of appending to it.
+    lists = {name for name, value in from_file.items() if isinstance(value, list)}
+    args.parser.set_defaults(**{k: None if k in lists else v for k, v in from_file.items()})
+    reparsed = args.parser.parse_args(argv[argv.index(args.command) + 1:])
+    for name in lists:
+        if getattr(reparsed, name) is None:
+            setattr(reparsed, name, from_file[name])
+    return config_from_args(reparsed)
 
 
 def sagemaker_defaults(cfg: TrainConfig, environ=None) -> TrainConfig:
@@ -85,19 +91,10 @@ def sagemaker_defaults(cfg: TrainConfig, environ=None) -> TrainConfig:
     return cfg
 
 
-def _given_flags(argv_tokens: list[str]) -> set[str]:
-    flags = set()
-    for token in argv_tokens:
-        if token.startswith("--"):
-            name = token[2:].split("=", 1)[0]
-            flags.add(name.removeprefix("no-").replace("-", "_"))
-    return flags
-
-
 def _train(args: argparse.Namespace) -> int:
     from binventory.training.train import train
 
-    cfg = sagemaker_defaults(apply_config_file(args, _given_flags(args.argv)))
+    cfg = sagemaker_defaults(apply_config_file(args, args.argv))
     if not cfg.manifest:
         raise BinventoryError("--manifest is required (build one with 'binventory data index' "
                               "and 'binventory data split')")
@@ -140,7 +137,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     from binventory.training.tune import tune
 
-    base = apply_config_file(args, _given_flags(args.argv))
+    base = apply_config_file(args, args.argv)
     if not base.manifest:
         raise BinventoryError("--manifest is required")
     try:

@@ -110,12 +110,13 @@ def test_config_file_with_command_line_overrides(tmp_path):
     from binventory.cli import build_parser
     argv = ["train", "--config", str(tmp_path / "c.json"), "--epochs", "3"]
     args = build_parser().parse_args(argv)
-    cfg = apply_config_file(args, {"config", "epochs"})
+    cfg = apply_config_file(args, argv)
     assert (cfg.lr, cfg.epochs, cfg.image_size) == (0.01, 3, 96)
     (tmp_path / "bad.json").write_text(json.dumps({"nope": 1}))
-    args = build_parser().parse_args(["train", "--config", str(tmp_path / "bad.json")])
+    argv = ["train", "--config", str(tmp_path / "bad.json")]
+    args = build_parser().parse_args(argv)
     with pytest.raises(Exception, match="unknown training options"):
-        apply_config_file(args, {"config"})
+        apply_config_file(args, argv)
 
 
 def test_sagemaker_environment():
