@@ -54,7 +54,7 @@ def profile_training(cfg, out: Path, steps: int, warmup: int) -> dict:
     seed_everything(cfg.seed)
     classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
     preprocess = Preprocess(cfg.image_size, cfg.resize, *normalization(cfg.backbone))
-    _, _, _, loader, _, _ = load_data(cfg, info, preprocess)
+    loader = load_data(cfg, info, preprocess)[3]
     step = build_step(cfg, classes, info.device, len(loader))
     set_train_mode(step.model)
     return profile_steps(step, loader, out, steps, warmup, info.device)

@@ -22,22 +22,29 @@ class CountingLoss(nn.Module):
     """
 
     def __init__(self, kind: str = "ordinal", classes: CountClasses | None = None,
-                 label_smoothing: float = 0.1, weight: float = 1.0):
+                 label_smoothing: float = 0.1, weight: float = 1.0,
+                 class_weights: torch.Tensor | None = None):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
         self.kind, self.label_smoothing, self.weight = kind, label_smoothing, weight
         self.register_buffer("counts", (classes or CountClasses()).counts, persistent=False)
+        # Per-class weights of each image's loss (a prior correction); None = every image alike.
+        self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
-        if self.kind == "ce":
-            return loss
-        probs = logits.float().softmax(dim=1)
-        if self.kind == "ordinal":
-            true_cdf = (torch.arange(logits.shape[1], device=target.device)[None, :]
-                        >= target[:, None]).float()
-            emd = ((probs.cumsum(dim=1) - true_cdf) ** 2).sum(dim=1).mean()
-            return loss + self.weight * emd
-        expected = probs @ self.counts.to(probs.device)
-        return loss + self.weight * F.smooth_l1_loss(expected, self.counts[target])
+        loss = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing, reduction="none")
+        if self.kind != "ce":
+            probs = logits.float().softmax(dim=1)
+            if self.kind == "ordinal":
+                true_cdf = (torch.arange(logits.shape[1], device=target.device)[None, :]
+                            >= target[:, None]).float()
+                extra = ((probs.cumsum(dim=1) - true_cdf) ** 2).sum(dim=1)
+            else:
+                expected = probs @ self.counts.to(probs.device)
+                extra = F.smooth_l1_loss(expected, self.counts[target], reduction="none")
+            loss = loss + self.weight * extra
+        if self.class_weights is None:
+            return loss.mean()
+        w = self.class_weights[target]
+        return (loss * w).sum() / w.sum()

@@ -47,6 +47,7 @@ from binventory.files import atomic_write
 from binventory.serving.export import ensure_onnx, onnx_path_for
 from binventory.serving.inputs import Item, list_inputs, read_bytes
 from binventory.serving.predictor import BACKENDS, ImageError, Predictor, decode_image
+from binventory.world import world_from_env
 
 PART_ROWS = 1024
 READ_ERROR = "read_error"  # transient failures: retried by the next run
@@ -193,13 +194,6 @@ def _rows(batch: list[Loaded], predictor: Predictor) -> list[dict]:
 
 # ---- the run -----------------------------------------------------------------------------------
 
-def _world() -> tuple[int, int, int]:
-    """(rank, world size, processes on this machine) from torchrun's variables."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ.get("RANK", "0")), world,
-            int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
-
-
 def _barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
@@ -224,7 +218,8 @@ def predict_batch(model_path: str | Path, inputs: str | Path, out: str | Path, *
     model_path, out = Path(model_path), Path(out)
     if not model_path.is_file():
         raise BinventoryError(f"model file not found: {model_path}")
-    rank, world, local_world = _world()
+    launch = world_from_env()
+    rank, world, local_world = launch.rank, launch.size, launch.local_size
     cores = os.cpu_count() or 1
     workers = workers or min(8, cores)
     threads = threads or max(1, cores // local_world)  # ranks on one machine share its cores

@@ -87,13 +87,14 @@ def add_parsers(commands, formatter) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from binventory.serving.batch import predict_batch
+    from binventory.world import world_from_env
 
     report = predict_batch(args.model, args.input, args.out, backend=args.backend,
                            batch_size=args.batch_size, workers=args.workers, resume=args.resume,
                            endpoint_url=args.endpoint_url, threads=args.threads,
                            onnx_path=args.onnx)
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    print((f"rank {rank}/{world}: " if world > 1 else "") + report.describe())
+    world = world_from_env()
+    print((f"rank {world.rank}/{world.size}: " if world.enabled else "") + report.describe())
     return 0
 
 

@@ -37,6 +37,9 @@ class TrainConfig:
     loss: str = _opt("ordinal", "ce, ordinal (ce + EMD) or expected (ce + expected-count L1)",
                      "model", choices=("ce", "ordinal", "expected"))
     loss_weight: float = _opt(1.0, "weight of the ordinal term", "model")
+    prior_correction: str = _opt("logit_adjust", "when training rows without records (count "
+                                 "folders) shift the count mix: logit_adjust, class_weights or none",
+                                 "model", choices=("none", "logit_adjust", "class_weights"))
     # optimization
     epochs: int = _opt(15, "training epochs", "optim")
     batch_size: int = _opt(32, "images per step per rank", "optim")

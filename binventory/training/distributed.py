@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from binventory.world import world_from_env
+
 SAGEMAKER_PORT = "29500"
 
 
@@ -72,16 +74,15 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 def setup(device: str = "auto") -> DistInfo:
     """Initialize the process group when launched with more than one process."""
     os.environ.update(sagemaker_env())
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    world = world_from_env()
+    if not world.enabled:
         return DistInfo(device=pick_device(device))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = pick_device(device, local_rank)
+    chosen = pick_device(device, world.local_rank)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
-    return DistInfo(rank, world_size, local_rank, chosen)
+    return DistInfo(world.rank, world.size, world.local_rank, chosen)
 
 
 def cleanup() -> None:

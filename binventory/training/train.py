@@ -35,7 +35,7 @@ from binventory.model.factory import create_model, freeze_stages, normalization,
 from binventory.model.losses import CountingLoss
 from binventory.model.metrics import evaluate_logits as evaluate
 from binventory.model.metrics import fit_temperature
-from binventory.training import distributed
+from binventory.training import distributed, priors
 from binventory.training.augment import create_transform
 from binventory.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint,
                                             set_rng_state)
@@ -69,7 +69,9 @@ def load_data(cfg: TrainConfig, info: distributed.DistInfo, preprocess: Preproce
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
                               num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch_size,
                               pin_memory=info.device.type == "cuda")
-    return train_ds, val_ds, test_ds, train_loader, sampler, manifest_hash(df)
+    classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
+    return (train_ds, val_ds, test_ds, train_loader, sampler, manifest_hash(df),
+            priors.prior_log_ratio(df, classes))
 
 
 def eval_loader(dataset: BinDataset, cfg: TrainConfig, info: distributed.DistInfo) -> DataLoader:
@@ -118,7 +120,7 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
 
 
 def build_step(cfg: TrainConfig, classes: CountClasses, device: torch.device,
-               steps_per_epoch: int) -> TrainStep:
+               steps_per_epoch: int, class_weights: torch.Tensor | None = None) -> TrainStep:
     """A run's model, EMA, optimizer, schedule and loss as its training step (train, profile)."""
     model = create_model(cfg.backbone, classes.num_classes, cfg.weights, cfg.dropout)
     if cfg.freeze:
@@ -129,8 +131,8 @@ def build_step(cfg: TrainConfig, classes: CountClasses, device: torch.device,
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay > 0 else None)
     optimizer = build_optimizer(model, cfg)
-    return TrainStep(model, CountingLoss(cfg.loss, classes, cfg.label_smoothing,
-                                         cfg.loss_weight).to(device),
+    return TrainStep(model, CountingLoss(cfg.loss, classes, cfg.label_smoothing, cfg.loss_weight,
+                                         class_weights).to(device),
                      optimizer, classes.to_class, device,
                      scheduler=build_scheduler(optimizer, cfg, steps_per_epoch), ema=ema,
                      clip_grad=cfg.clip_grad, amp=cfg.amp, channels_last=cfg.channels_last)
@@ -222,9 +224,14 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
     classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
     mean, std = normalization(cfg.backbone)
     preprocess = Preprocess(cfg.image_size, cfg.resize, mean, std)
-    train_ds, val_ds, test_ds, train_loader, sampler, data_hash = load_data(cfg, info, preprocess)
+    train_ds, val_ds, test_ds, train_loader, sampler, data_hash, log_ratio = load_data(cfg, info, preprocess)
+    shift = priors.logit_shift(log_ratio, cfg.prior_correction)
+    if info.is_main and log_ratio is not None:
+        log.info("training prior differs from the recorded rows' prior: correcting with %s",
+                 cfg.prior_correction)
 
-    step = build_step(cfg, classes, info.device, len(train_loader))
+    step = build_step(cfg, classes, info.device, len(train_loader),
+                      priors.loss_weights(log_ratio, cfg.prior_correction))
     model, ema, optimizer, scheduler = step.model, step.ema, step.optimizer, step.scheduler
     diag.attach(model, optimizer, classes.to_class)
 
@@ -263,7 +270,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
         record.update(train_one_epoch(step, train_loader, cfg, info, epoch, diag))
         scored = ema.module if ema is not None else _unwrap(model)
         logits, counts = predict(scored, val_loader, info, cfg.channels_last)
-        val = evaluate(logits, counts, classes)
+        val = evaluate(logits if shift is None else logits + shift, counts, classes)
         record.update({f"val_{k}": val[k] for k in ("accuracy", "rmse", "mae", "within1", "nll")})
         improved = best is None or (val["accuracy"], -val["rmse"]) > (best["val_accuracy"],
                                                                        -best["val_rmse"])
@@ -299,7 +306,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
     if writer is not None:
         writer.close()
     return finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
-                  weight_checksums(_unwrap(model), info))
+                  weight_checksums(_unwrap(model), info), shift)
 
 
 def weight_checksums(model: nn.Module, info: distributed.DistInfo) -> list[float]:
@@ -310,8 +317,9 @@ def weight_checksums(model: nn.Module, info: distributed.DistInfo) -> list[float
 
 
 def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
-           checksums) -> dict:
-    """Best weights -> temperature fitted on val -> test metrics per protocol -> model.pt."""
+           checksums, shift: torch.Tensor | None = None) -> dict:
+    """Best weights (+ the prior correction, in the head) -> temperature fitted on val -> test
+    metrics per protocol -> model.pt."""
     from binventory.data.split import PROTOCOLS
 
     output = Path(cfg.output)
@@ -331,12 +339,19 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
     temperature = fit_temperature(logits, classes.to_class(counts))
     metrics = {"val": evaluate(logits, counts, classes, temperature),
                "temperature": temperature, "best_epoch": best_ckpt["best"]["epoch"],
-               "world_size": world_size, "rank_weight_checksums": checksums}
+               "world_size": world_size, "rank_weight_checksums": checksums,
+               "prior_correction": cfg.prior_correction if shift is not None else "none"}
+    if shift is not None:  # what the correction bought, for the ablation table
+        raw = logits - shift
+        metrics["val_without_correction"] = evaluate(raw, counts, classes,
+                                                     fit_temperature(raw, classes.to_class(counts)))
     if test_ds is not None:
         test_logits, test_counts = predict(model, eval_loader(test_ds, cfg, info), info)
         metrics["test"] = {"all": evaluate(test_logits, test_counts, classes, temperature)}
         for name in filter(None, cfg.eval_protocols.split(",")):
             metrics["test"][name] = evaluate(test_logits, test_counts, classes, temperature,
+    if shift is not None:
+        priors.fold_into_head(model, shift)
                                              PROTOCOLS[name])
         np.savez_compressed(output / "test_predictions.npz", logits=test_logits.numpy(),
                             counts=test_counts.numpy())
