@@ -89,8 +89,9 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
     router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERRORS, dependencies=[Depends(reader)])
     image_dir = Path(image_dir)
     # The served model is recorded (with its thresholds) with the first upload it judges, not
-    # again with every photo: the policy alone is ~100 KB of JSON.
-    registered = []
+    # again with every photo: the policy alone is ~100 KB of JSON. Other replicas may record it
+    # at the same moment: register_model is an upsert, so that is harmless.
+    registered = False
 
     def writer(request: Request) -> str:
         """The name behind the request's token (every write needs one)."""
@@ -158,6 +159,7 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
             atomic_write_bytes(path, data)
         predictor = counting.predictor
         decision = policy.decide(probs[None], predictor.classes, [view.expected], [view.records])[0]
+        nonlocal registered
         photo = Photo(code, str(path), sha, captured_at or utcnow())
         with db.session() as session:
             if not registered:
@@ -173,7 +175,7 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
             task = session.scalar(select(AuditTask).where(AuditTask.observation_id == obs_id))
             answer = {**observation_dict(obs), "duplicate": duplicate,
                       "task": task_dict(task) if task is not None else None}
-        registered.append(True)  # committed
+        registered = True  # committed
         return answer
 
     @router.get("/observations/{obs_id}/image", summary="The photo of an observation",

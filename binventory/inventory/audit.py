@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Float, Integer, String, bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from binventory import BinventoryError
+from binventory.inventory.db import dialect_insert
 from binventory.inventory.models import (ACTIVE_STATUSES, AGREED_REASON, REASON_CODES, TASK_STATUSES,
                                          Adjustment, AuditTask, Bin, BinContent, Observation, Sku, utcnow)
 
@@ -78,9 +79,31 @@ class Finding:
     expected_quantity: int
 
 
+# The predicate of the one-active-task-per-bin index (uq_audit_task_active).
+ACTIVE_PREDICATE = text("status IN ('open', 'in_progress')")
+# New evidence for an active task, merged in SQL rather than from what was read before: another
+# writer may have changed the task since, and a flag must never be demoted to a review. A task
+# closed since is left alone (the evidence then opens a new one). The status test is the index's
+# predicate as plain SQL: an executemany cannot expand an IN (...) list.
+_JOIN_TASK = (
+    update(AuditTask)
+    .where(AuditTask.id == bindparam("task_id", type_=Integer), ACTIVE_PREDICATE)
+    .values(reason=case((AuditTask.reason == "flag", "flag"), else_=bindparam("new_reason", type_=String)),
+            priority=case((AuditTask.priority > bindparam("new_priority", type_=Float), AuditTask.priority),
+                          else_=bindparam("new_priority", type_=Float)),
+            observation_id=bindparam("new_observation"), predicted_count=bindparam("new_predicted"),
+            expected_quantity=bindparam("new_expected"), variance=bindparam("new_variance"),
+            updated_at=bindparam("now")))
+
+
 def open_tasks(session: Session, findings: list[tuple[int, int, Finding]]) -> None:
     """For each (bin id, observation id, finding), in order: update the bin's active task with
-    the newest evidence, or open one. Two statements per batch, however many findings."""
+    the newest evidence, or open one. Two statements per batch, however many findings.
+
+    Other writers (service replicas, a reconcile run) may do the same for the same bins at once:
+    an insert that meets the task another writer opened meanwhile (ON CONFLICT on the
+    one-active-task index: PostgreSQL waits for that writer's commit) joins that task instead;
+    evidence for a task someone closed meanwhile opens a new one."""
     merged: dict[int, dict] = {}
     # Filter the status here, not in SQL: given "status IN (?, ?)", SQLite's planner picks the
     # queue's (status, priority) index and scans every open task of the inventory per batch.
@@ -93,19 +116,32 @@ def open_tasks(session: Session, findings: list[tuple[int, int, Finding]]) -> No
             old = {"id": active[bin_id].id, "reason": active[bin_id].reason,
                    "priority": active[bin_id].priority}
         # A flag outranks a review: a later doubtful photo must not demote a clear discrepancy.
-        merged[bin_id] = {**(old or {"bin_id": bin_id, "status": "open"}),
+        merged[bin_id] = {**(old or {"status": "open"}), "bin_id": bin_id,
                           "reason": "flag" if old and old["reason"] == "flag" else f.reason,
                           "priority": max(old["priority"] if old else 0.0, f.priority),
                           "observation_id": observation_id, "predicted_count": f.predicted_count,
                           "expected_quantity": f.expected_quantity,
                           "variance": f.predicted_count - f.expected_quantity}
     now = utcnow()
-    updates = [{**row, "updated_at": now} for row in merged.values() if "id" in row]
-    inserts = [{**row, "created_at": now, "updated_at": now} for row in merged.values() if "id" not in row]
-    if updates:
-        session.execute(update(AuditTask), updates)  # bulk UPDATE by primary key
+    rows = sorted(merged.values(), key=lambda row: row["bin_id"])  # one lock order for all writers
+    updates = [{"task_id": r["id"], "new_reason": r["reason"], "new_priority": r["priority"],
+                "new_observation": r["observation_id"], "new_predicted": r["predicted_count"],
+                "new_expected": r["expected_quantity"], "new_variance": r["variance"], "now": now}
+               for r in rows if "id" in r]
+    inserts = [{**r, "created_at": now, "updated_at": now} for r in rows if "id" not in r]
+    retry: set[int] = set()
+    connection = session.connection()
+    if updates and connection.execute(_JOIN_TASK, updates).rowcount != len(updates):
+        still = set(session.scalars(select(AuditTask.id).where(
+            AuditTask.id.in_([u["task_id"] for u in updates]), AuditTask.status.in_(ACTIVE_STATUSES))))
+        retry |= {r["bin_id"] for r in rows if "id" in r and r["id"] not in still}
     if inserts:
-        session.connection().execute(insert(AuditTask), inserts)
+        stmt = (dialect_insert(session)(AuditTask)
+                .on_conflict_do_nothing(index_elements=[AuditTask.bin_id], index_where=ACTIVE_PREDICATE)
+                .returning(AuditTask.bin_id))
+        retry |= {r["bin_id"] for r in inserts} - set(connection.execute(stmt, inserts).scalars())
+    if retry:  # each retry follows another writer's commit on these bins, so it ends
+        open_tasks(session, [f for f in findings if f[0] in retry])
 
 
 def _transition(session: Session, task_id: int, allowed: tuple[str, ...], **values) -> AuditTask:

@@ -26,6 +26,7 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -159,6 +160,11 @@ def check_schema(engine: Engine) -> None:
     raise BinventoryError(f"the database {_shown(engine)} is at schema revision {current!r}, not the "
                           f"newest {head!r}: run `{MIGRATE_COMMAND}` (once, with every service "
                           "replica stopped or able to run the new schema)")
+
+
+def dialect_insert(session: Session):
+    """The dialect's ``insert``, which has ON CONFLICT (SQLite and PostgreSQL alike)."""
+    return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
 
 
 class Database:

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from binventory.inventory.audit import Finding, open_tasks
-from binventory.inventory.db import Database
+from binventory.inventory.db import Database, dialect_insert
 from binventory.inventory.models import DECISIONS, Bin, BinContent, Model, Observation, Sku, utcnow
 from binventory.inventory.policy import Decision, Policy
 from binventory.inventory.verify import ItemRecord
@@ -69,16 +68,16 @@ def load_bins(session: Session, codes: list[str]) -> dict[str, BinView]:
 
 
 def register_model(session: Session, predictor: Predictor, policy: Policy, path: str = "") -> None:
-    """Remember the model (and the thresholds) that judged the observations."""
-    model = session.get(Model, predictor.model_id)
-    if model is None:
-        model = Model(version=predictor.model_id, name=predictor.model_name, registered_at=utcnow())
-        session.add(model)
+    """Remember the model (and the thresholds) that judged the observations. One upsert, not a
+    read then an insert: replicas registering one model at once would both miss the row and
+    collide on its key; here the later one waits for the first and updates the row it made."""
+    now = utcnow()
+    latest = {"metrics": predictor.counting.metrics, "policy": policy.to_dict(), "last_used_at": now}
     if path:  # an upload through the API knows no path: keep the one reconcile recorded
-        model.path = str(path)
-    model.metrics = predictor.counting.metrics
-    model.policy = policy.to_dict()
-    model.last_used_at = utcnow()
+        latest["path"] = str(path)
+    stmt = dialect_insert(session)(Model).values(version=predictor.model_id, name=predictor.model_name,
+                                                 registered_at=now, **{"path": "", **latest})
+    session.execute(stmt.on_conflict_do_update(index_elements=[Model.version], set_=latest))
 
 
 def write_observations(session: Session, views: list[BinView], photos: list[Photo],
@@ -86,7 +85,7 @@ def write_observations(session: Session, views: list[BinView], photos: list[Phot
                        decisions: list[Decision]) -> list[int | None]:
     """Insert the observations (and open or update the audit tasks they call for); returns each
     observation's id, or None where this photo of this bin was already judged by this model."""
-    insert = (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)
+    insert = dialect_insert(session)
     now = utcnow()
     rows = [{"bin_id": v.bin_id, "image_uri": p.uri, "image_sha256": p.sha256,
              "captured_at": p.captured_at, "model_version": model_version,
