@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Float, Integer, String, bindparam, case, func, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from binventory import BinventoryError
 from binventory.inventory.db import dialect_insert
@@ -65,8 +65,9 @@ def list_tasks(session: Session, *, status: str | None = None, bin_code: str | N
     if bin_code is not None:
         query = query.where(AuditTask.bin_id == get_bin(session, bin_code).id)
     total = session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = session.scalars(query.order_by(AuditTask.priority.desc(), AuditTask.id)
-                           .limit(limit).offset(offset)).all()
+    # Each task's bin in the same query: a page would otherwise load its bins one by one.
+    rows = session.scalars(query.options(joinedload(AuditTask.bin))
+                           .order_by(AuditTask.priority.desc(), AuditTask.id).limit(limit).offset(offset)).all()
     return list(rows), int(total)
 
 

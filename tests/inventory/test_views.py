@@ -19,3 +19,41 @@ def test_overview_and_record_accuracy(db, tmp_path):
     assert o["tasks"]["resolved"] == 2 and o["adjustments"] == 2
     # Two bins verified by a recount today: one record was right.
     assert [(d["verified"], d["right"], d["accuracy"]) for d in days] == [(2, 1, 0.5)]
+
+
+def test_a_page_of_the_audit_queue_costs_the_same_few_queries_at_any_size(db, tmp_path):
+    """No query per task for its bin (GET /v1/audit-tasks?limit=50 issued 52)."""
+    import warnings
+
+    from sqlalchemy import event
+
+    from binventory.app import create_app
+    from binventory.inventory.policy import Policy
+    from binventory.inventory.tokens import create_token
+    from binventory.serving.predictor import Predictor
+    from binventory.serving.service import Settings
+    from tests.tiny import save_tiny_model
+
+    with warnings.catch_warnings():  # starlette asks for httpx2; the project tests with httpx
+        warnings.filterwarnings("ignore", message=".*httpx2")
+        from fastapi.testclient import TestClient
+
+    load(db, make_dataset(tmp_path / "abid", {f"b{i:02d}": i % 6 for i in range(60)}, images=False))
+    for i in range(50):
+        observe(db, f"b{i:02d}", priority=1.0 + i / 100)
+    with db.session() as s:
+        token = create_token(s, "ana")
+    predictor = Predictor.load(save_tiny_model(tmp_path / "model.pt"))
+    app = create_app(predictor, Settings(), db=db, policy=Policy.default(), image_dir=tmp_path / "photos")
+    statements = []
+    event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    counts = {}
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        for limit in (1, 10, 50):
+            statements.clear()
+            page = client.get("/v1/audit-tasks", params={"limit": limit}).json()
+            assert len(page["tasks"]) == limit and page["total"] == 50
+            assert {t["bin"] for t in page["tasks"]} <= {f"b{i:02d}" for i in range(50)}
+            counts[limit] = len(statements)
+    assert counts[1] == counts[10] == counts[50] <= 4, counts
