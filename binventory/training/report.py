@@ -12,7 +12,7 @@ from tqdm import tqdm
 from binventory.data.dataset import BinDataset
 from binventory.data.split import PROTOCOLS
 from binventory.model.artifact import load_artifact
-from binventory.model.metrics import evaluate_logits, protocol_view, reliability_bins
+from binventory.model.metrics import evaluate_logits, evaluate_many, protocol_view, reliability_bins
 
 
 def plot_confusion(confusion: list[list[int]], names: list[str], path: Path, title: str) -> None:
@@ -81,6 +81,9 @@ def evaluate_artifact(model_path: str | Path, manifest: str | Path, split: str, 
         plot_reliability(m["reliability"], out / f"reliability_{name}.png",
                          f"{name}: ECE {m['ece']:.3f} (T={counter.temperature:.2f})")
         results["protocols"][name] = m
+    many = evaluate_many(logits, counts, counter.classes, counter.temperature)
+    if many is not None:
+        results["protocols"]["6-15"] = many
     # The training run's diagnostics report (binventory.diagnostics) sits beside its model.pt.
     training_report = Path(model_path).parent / "report.html"
     if training_report.is_file():

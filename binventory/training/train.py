@@ -34,6 +34,7 @@ from binventory.model.classes import CountClasses
 from binventory.model.factory import create_model, freeze_stages, normalization, set_train_mode
 from binventory.model.losses import CountingLoss
 from binventory.model.metrics import evaluate_logits as evaluate
+from binventory.model.metrics import evaluate_many
 from binventory.model.metrics import fit_temperature
 from binventory.training import distributed, priors
 from binventory.training.augment import create_transform
@@ -361,3 +362,6 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"metrics": metrics, "output": str(output), "history": history,
             "model": str(output / "model.pt")}
+        many = evaluate_many(test_logits, test_counts, classes, temperature)
+        if many is not None:
+            metrics["test"]["6-15"] = many
