@@ -28,9 +28,8 @@ from binventory.inventory.policy import Policy
 from binventory.inventory.reconcile import Photo, load_bins, register_model, write_observations
 from binventory.inventory.tokens import check_token
 from binventory.inventory.views import bin_detail, bin_page, observation_dict, task_dict
-from binventory.serving.batching import BatcherStopped
-from binventory.serving.predictor import ImageError
-from binventory.serving.service import IMAGE_TYPES, ApiError, CountingService, read_body
+from binventory.serving.service import (IMAGE_TYPES, ApiError, CountingService, counting_errors,
+                                        media_type_of, read_body)
 
 TOKEN_COOKIE = "binventory_token"  # where the dashboard's sign-in keeps the token
 ERRORS = {401: {"description": "missing or bad bearer token"}, 404: {"description": "unknown bin or task"},
@@ -134,22 +133,14 @@ def inventory_router(db: Database, policy: Policy, counting: CountingService,
                      t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES}}})
     async def observe(code: str, request: Request, actor: str = Depends(writer),
                       captured_at: datetime | None = Query(None, description="when the photo was taken")):
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type not in IMAGE_TYPES:
-            raise ApiError(415, "unsupported_media_type",
-                           f"Content-Type must be image/jpeg or image/png, got {media_type or 'none'!r}")
+        media_type = media_type_of(request, IMAGE_TYPES)
         with db.reader() as session:
             view = load_bins(session, [code]).get(code)
         if view is None:
             raise ApiError(404, "not_found", f"unknown bin {code!r}")
         data = await read_body(request, counting.settings.max_body_bytes)
-        try:
+        with counting_errors():
             probs = await counting.probabilities(data)
-        except ImageError as e:
-            raise ApiError(415 if e.status == "not_jpeg" else 422, e.status,
-                           f"not a usable JPEG or PNG image: {e.reason}") from None
-        except BatcherStopped as e:
-            raise ApiError(503, "not_ready", str(e)) from None
         return await run_in_threadpool(_record, view, data, media_type, probs, captured_at, code)
 
     def _record(view, data: bytes, media_type: str, probs: np.ndarray, captured_at, code: str) -> dict:

@@ -103,18 +103,30 @@ def list_inputs(inputs: str | Path, endpoint_url: str | None = None, client=None
     return sorted(unique.values(), key=lambda item: item.source), client
 
 
-def read_bytes(source: str, client, max_bytes: int = MAX_BYTES) -> bytes:
-    """An input's bytes; ImageError when it is too large to be a bin photo."""
-    if source.startswith("s3://"):
-        bucket, _, key = source[len("s3://"):].partition("/")
-        with client.get_object(Bucket=bucket, Key=key)["Body"] as body:
-            data = body.read(max_bytes + 1)  # never more, whatever the object's size
-    else:
-        with open(source, "rb") as f:
-            data = f.read(max_bytes + 1)
+def _within(data: bytes, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise ImageError("too_large", f"over the limit of {max_bytes:,} bytes")
     return data
+
+
+def read_s3_object(client, bucket: str, key: str, max_bytes: int = MAX_BYTES) -> bytes:
+    """An S3 object's bytes, reading at most one byte past ``max_bytes`` whatever its size;
+    ImageError("too_large") past the limit. botocore's errors reach the caller as they are."""
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        return _within(body.read(max_bytes + 1), max_bytes)
+    finally:
+        body.close()
+
+
+def read_bytes(source: str, client, max_bytes: int = MAX_BYTES) -> bytes:
+    """An input's bytes (a local path or s3://bucket/key); ImageError when it is too large to be
+    a bin photo."""
+    if source.startswith("s3://"):
+        bucket, _, key = source[len("s3://"):].partition("/")
+        return read_s3_object(client, bucket, key, max_bytes)
+    with open(source, "rb") as f:
+        return _within(f.read(max_bytes + 1), max_bytes)
 
 
 # ---- output schema -----------------------------------------------------------------------------

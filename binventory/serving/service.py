@@ -14,7 +14,8 @@ import json
 import logging
 import threading
 import time
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from binventory import BinventoryError
 from binventory.serving.batching import BatcherStopped, MicroBatcher
+from binventory.serving.inputs import read_s3_object
 from binventory.serving.predictor import ImageError, Predictor
 
 log = logging.getLogger(__name__)
@@ -187,9 +189,10 @@ class CountingService:
         from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
         bucket, key = _parse_uri(uri, self.settings.allowed_uri_schemes)
-        limit = self.settings.max_body_bytes
         try:
-            obj = self._s3_client().get_object(Bucket=bucket, Key=key)
+            return read_s3_object(self._s3_client(), bucket, key, self.settings.max_body_bytes)
+        except ImageError as e:  # over the size limit
+            raise ApiError(413, e.status, f"{uri} is {e.reason}") from None
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
             http = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -202,18 +205,8 @@ class CountingService:
             raise ApiError(502, "s3_error", f"S3 failed on {uri}: {code or http}") from None
         except ParamValidationError as e:
             raise ApiError(422, "bad_uri", f"invalid S3 location {uri!r}: {e}") from None
-        except BotoCoreError as e:
-            raise ApiError(502, "s3_unreachable", f"cannot reach S3 for {uri}: {e}") from None
-        body = obj["Body"]
-        try:
-            data = body.read(limit + 1)  # one byte over tells "too large" without reading it all
-        except (BotoCoreError, OSError) as e:
-            raise ApiError(502, "s3_unreachable", f"reading {uri} failed: {e}") from None
-        finally:
-            body.close()
-        if len(data) > limit:
-            raise ApiError(413, "too_large", f"{uri} is over the limit of {limit:,} bytes")
-        return data
+        except (BotoCoreError, OSError) as e:  # unreachable, or the connection broke mid-read
+            raise ApiError(502, "s3_unreachable", f"cannot read {uri} from S3: {e}") from None
 
     def _s3_client(self):
         with self._s3_lock:  # created on first use: most deployments never count by URI
@@ -237,6 +230,29 @@ def _parse_uri(uri: str, allowed: tuple[str, ...]) -> tuple[str, str]:
     if len(key.encode("utf-8", "surrogatepass")) > 1024:  # S3's own limit on key length
         raise ApiError(422, "bad_uri", f"S3 keys are at most 1024 bytes, got {len(key.encode()):,}")
     return bucket, key
+
+
+def media_type_of(request: Request, accepted: Sequence[str]) -> str:
+    """The request's media type (without parameters such as charset); 415 unless ``accepted``."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in accepted:
+        names = " or ".join([", ".join(accepted[:-1]), accepted[-1]] if len(accepted) > 1 else accepted)
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type must be {names}, got {media_type or 'none'!r}")
+    return media_type
+
+
+@contextmanager
+def counting_errors():
+    """What counting an upload can raise, as the client's errors: the image's own faults (415
+    for another format, 422 for a broken or oversized image) and a model that is stopping (503)."""
+    try:
+        yield
+    except ImageError as e:
+        raise ApiError(415 if e.status == "not_jpeg" else 422, e.status,
+                       f"not a usable JPEG or PNG image: {e.reason}") from None
+    except BatcherStopped as e:
+        raise ApiError(503, "not_ready", str(e)) from None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -277,21 +293,12 @@ def counting_router(service: CountingService) -> APIRouter:
     async def count(request: Request):
         """Send the image itself (``image/jpeg`` or ``image/png``) or JSON ``{"uri": "s3://..."}``."""
         started = time.perf_counter()
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type not in IMAGE_TYPES and media_type != "application/json":
-            raise ApiError(415, "unsupported_media_type",
-                           f"Content-Type must be image/jpeg, image/png or application/json, "
-                           f"got {media_type or 'none'!r}")
+        media_type = media_type_of(request, (*IMAGE_TYPES, "application/json"))
         body = await read_body(request, service.settings.max_body_bytes)
         if media_type == "application/json":
             body = await run_in_threadpool(service.fetch, _uri_from_json(body))
-        try:
+        with counting_errors():
             prediction = await service.count(body)
-        except ImageError as e:
-            code = 415 if e.status == "not_jpeg" else 422
-            raise ApiError(code, e.status, f"not a usable JPEG or PNG image: {e.reason}") from None
-        except BatcherStopped as e:
-            raise ApiError(503, "not_ready", str(e)) from None
         return {**prediction, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
 
     return router

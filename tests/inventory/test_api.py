@@ -205,3 +205,20 @@ def test_on_loopback_every_read_stays_open(api):
     api.headers.pop("Authorization")
     for path in inventory_reads(api, obs):
         assert api.get(path).status_code == 200, path
+
+
+@pytest.mark.parametrize("data, content_type", [
+    (image_bytes(1)[:300], "image/jpeg"), (bomb_jpeg(), "image/jpeg"),
+    (b"hello, not a jpeg", "image/png"), (b"{}", "text/plain; charset=utf-8")])
+def test_the_upload_routes_answer_a_bad_photo_alike(api, data, content_type):
+    # One mapping of image faults and media types serves /v1/count and the robot's upload.
+    headers = {"Content-Type": content_type}
+    count = api.post("/v1/count", content=data, headers=headers)
+    observe = api.post("/v1/bins/bin004/observations", content=data, headers=headers)
+    assert count.status_code == observe.status_code and count.status_code in (415, 422)
+    assert count.json()["status"] == observe.json()["status"]
+    if count.json()["status"] == "unsupported_media_type":  # /v1/count also takes JSON, and says so
+        assert count.json()["detail"] == observe.json()["detail"].replace(
+            "image/jpeg or image/png", "image/jpeg, image/png or application/json")
+    else:
+        assert count.json()["detail"] == observe.json()["detail"]
