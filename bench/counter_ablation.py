@@ -1,0 +1,119 @@
+"""Counter v2 levers, each against the same short proxy recipe on real ABID images.
+
+Every variant trains on dev.txt (validation carved out of it, 10%, always dev-only) and, where
+named, on ../shared/abid-extra as well (count folders, all of it in train). Selection is on
+validation, 0-5 protocol (the heads differ in classes, so "all counts" does not compare); the
+public-test figures are printed for information only, never for choosing.
+
+    python bench/counter_ablation.py --epochs 6 --image-size 128 --variants dev,extra
+    python bench/counter_ablation.py --variants extra-k15,lite1 --out runs/bench/ablation
+
+A finished variant is not trained again (its results.json is read back): rerun to add variants.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accuracy import OURS, make_manifest  # bench/ is on sys.path when run as a script
+
+from binventory.data.manifest import build_manifest, write_manifest
+from binventory.data.merge import merge_manifests
+from binventory.data.split import PROTOCOLS, assign_splits
+from binventory.model.classes import CountClasses
+from binventory.model.metrics import evaluate_logits
+from binventory.training.config import TrainConfig
+from binventory.training.train import train
+
+# name: (train on abid-extra too, overrides of the accuracy benchmark's recipe)
+VARIANTS = {
+    "dev": (False, {}),
+    "extra": (True, {"prior_correction": "logit_adjust"}),  # also reports the uncorrected model
+    "extra-weights": (True, {"prior_correction": "class_weights"}),
+    "extra-k15": (True, {"prior_correction": "logit_adjust", "max_count": 15}),
+    "lite0": (True, {"prior_correction": "logit_adjust", "backbone": "efficientnet_lite0"}),
+    "lite1": (True, {"prior_correction": "logit_adjust", "backbone": "efficientnet_lite1"}),
+    "lite2": (True, {"prior_correction": "logit_adjust", "backbone": "efficientnet_lite2"}),
+}
+
+
+def manifests(sample: Path, extra: Path, out: Path) -> dict[bool, Path]:
+    dev = make_manifest(sample, out, "all", seed=0)
+    merged = out / "manifest-dev+extra.parquet"
+    if not merged.is_file():
+        df = assign_splits(build_manifest(extra, progress=False), protocol="all", seed=0,
+                           ratios=(1.0, 0.0, 0.0))
+        write_manifest(df, out / "manifest-extra.parquet", extra)
+        df, root = merge_manifests([dev, out / "manifest-extra.parquet"])
+        write_manifest(df, merged, root)
+    return {False: dev, True: merged}
+
+
+def test_without_correction(run: Path, metrics: dict, cfg: TrainConfig) -> dict | None:
+    """The public-test 0-5 figures of the same model before the post-hoc correction (argmax
+    figures do not depend on the temperature, so the corrected model's is kept)."""
+    if not metrics.get("prior_shift"):
+        return None
+    z = np.load(run / "test_predictions.npz")
+    logits = torch.from_numpy(z["logits"]) - torch.tensor(metrics["prior_shift"])
+    classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
+    return evaluate_logits(logits, torch.from_numpy(z["counts"]), classes, metrics["temperature"],
+                           PROTOCOLS["challenge"])
+
+
+def run_variant(name: str, args, paths: dict[bool, Path]) -> dict:
+    run = args.out / name
+    if (run / "results.json").is_file():
+        return json.loads((run / "results.json").read_text())
+    use_extra, overrides = VARIANTS[name]
+    cfg = TrainConfig(**{**OURS, "epochs": args.epochs, "image_size": args.image_size, **overrides},
+                      manifest=str(paths[use_extra]), output=str(run),
+                      cache_dir=str(args.out / "cache"), progress=False, workers=1)
+    start = time.perf_counter()
+    metrics = train(cfg)["metrics"]
+    result = {"config": cfg.to_dict(), "minutes": (time.perf_counter() - start) / 60,
+              "val": metrics["val_protocols"]["challenge"], "test": metrics["test"]["challenge"],
+              "test_udacity": metrics["test"]["udacity"], "test_6_15": metrics["test"].get("6-15"),
+              "val_without_correction": (metrics.get("val_without_correction") or {}).get("challenge"),
+              "test_without_correction": test_without_correction(run, metrics, cfg)}
+    (run / "results.json").write_text(json.dumps(result, indent=2))
+    print(f"{name}: done in {result['minutes']:.1f} min", flush=True)
+    return result
+
+
+def row(name: str, val: dict, test: dict, minutes: float | str) -> str:
+    return (f"| {name} | {val['accuracy']:.1%} | {val['rmse']:.3f} | {test['accuracy']:.1%} | "
+            f"{test['rmse']:.3f} | {minutes if isinstance(minutes, str) else f'{minutes:.0f}'} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sample", type=Path, default=Path("../shared/abid-sample"))
+    parser.add_argument("--extra", type=Path, default=Path("../shared/abid-extra"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/ablation"))
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--variants", default="dev,extra,extra-weights",
+                        help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = manifests(args.sample, args.extra, args.out)
+    print(f"{args.epochs} epochs at {args.image_size} px, otherwise the accuracy benchmark's recipe; "
+          "val = dev-only validation, 0-5 protocol\n")
+    print("| variant | val acc. 0-5 | val RMSE 0-5 | test acc. 0-5 | test RMSE 0-5 | minutes |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in args.variants.split(","):
+        r = run_variant(name, args, paths)
+        if r["val_without_correction"] and r["test_without_correction"]:
+            print(row(f"{name}, no correction", r["val_without_correction"],
+                      r["test_without_correction"], "same run"), flush=True)
+        print(row(name, r["val"], r["test"], r["minutes"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
