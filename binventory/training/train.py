@@ -336,6 +336,8 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
     scored = best_ckpt["scored"]
     model.load_state_dict({k.removeprefix("module."): v for k, v in scored.items()
                            if k != "n_averaged"})
+    if shift is not None:
+        priors.fold_into_head(model, shift)
     logits, counts = predict(model, eval_loader(val_ds, cfg, info), info)
     temperature = fit_temperature(logits, classes.to_class(counts))
     metrics = {"val": evaluate(logits, counts, classes, temperature),
@@ -358,9 +360,10 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
         metrics["test"] = {"all": evaluate(test_logits, test_counts, classes, temperature)}
         for name in filter(None, cfg.eval_protocols.split(",")):
             metrics["test"][name] = evaluate(test_logits, test_counts, classes, temperature,
-    if shift is not None:
-        priors.fold_into_head(model, shift)
                                              PROTOCOLS[name])
+        many = evaluate_many(test_logits, test_counts, classes, temperature)
+        if many is not None:
+            metrics["test"]["6-15"] = many
         np.savez_compressed(output / "test_predictions.npz", logits=test_logits.numpy(),
                             counts=test_counts.numpy())
     save_artifact(output / "model.pt", model, classes=classes, preprocess=preprocess,
@@ -369,6 +372,3 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"metrics": metrics, "output": str(output), "history": history,
             "model": str(output / "model.pt")}
-        many = evaluate_many(test_logits, test_counts, classes, temperature)
-        if many is not None:
-            metrics["test"]["6-15"] = many
