@@ -234,6 +234,18 @@ def dataset_root(meta: dict[str, str], manifest_path: str | Path) -> Path:
     return root if root.is_dir() else Path(manifest_path).resolve().parent
 
 
+def split_rows(path: str | Path, split: str | None = None) -> tuple[Path, pd.DataFrame]:
+    """The dataset root and a manifest's valid images (of ``split`` only, when given), sorted by
+    image id: what calibration, int8 export and batch prediction read from a manifest."""
+    df, meta = read_manifest(path)
+    rows = df[df.status == "ok"]
+    if split is not None:
+        if "split" not in df.columns:
+            raise BinventoryError(f"{path} has no splits: run 'binventory data split' first")
+        rows = rows[rows.split == split]
+    return dataset_root(meta, path), rows.sort_values("image_id")
+
+
 def manifest_hash(df: pd.DataFrame) -> str:
     """A short fingerprint of the data a model was trained on (ids, contents, labels, splits)."""
     cols = [c for c in ("image_id", "sha256", "label", "split") if c in df.columns]

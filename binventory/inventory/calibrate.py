@@ -21,7 +21,6 @@ import argparse
 import logging
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -61,16 +60,13 @@ class Sample:
 
 
 def load_images(manifest: str | Path, split: str):
-    """(root, rows) of a manifest's valid images in ``split``."""
-    from binventory.data.manifest import dataset_root, read_manifest
+    """(root, rows) of a manifest's valid images in ``split``, which must have some."""
+    from binventory.data.manifest import split_rows
 
-    df, meta = read_manifest(manifest)
-    if "split" not in df.columns:
-        raise BinventoryError(f"{manifest} has no split column: run 'binventory data split' first")
-    rows = df[(df.status == "ok") & (df.split == split)].sort_values("image_id")
+    root, rows = split_rows(manifest, split)
     if rows.empty:
         raise BinventoryError(f"{manifest} has no valid images in split {split!r}")
-    return dataset_root(meta, manifest), rows
+    return root, rows
 
 
 def predict_paths(predictor, paths: Sequence[Path], batch_size: int = 64,
@@ -80,12 +76,10 @@ def predict_paths(predictor, paths: Sequence[Path], batch_size: int = 64,
 
     out = []
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
-    with ThreadPoolExecutor(4) as pool:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            images = np.stack(list(pool.map(predictor.preprocess.load, chunk)))
-            out.append(predictor.predict_arrays(images))
-            bar.update(len(chunk))
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        out.append(predictor.predict_arrays(predictor.preprocess.load_many(chunk)))
+        bar.update(len(chunk))
     bar.close()
     return np.concatenate(out) if out else np.zeros((0, predictor.classes.num_classes))
 

@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from binventory import BinventoryError
-
 if TYPE_CHECKING:  # numpy loads with a command, not with every 'binventory --help'
     import numpy as np
 
@@ -128,23 +126,13 @@ def _export(args: argparse.Namespace) -> int:
 def _split_images(manifest: Path, split: str, preprocess, limit: int | None,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Decoded images of one split of a manifest (a seeded sample of ``limit``) and labels."""
-    from concurrent.futures import ThreadPoolExecutor
+    from binventory.data.manifest import split_rows
 
-    import numpy as np
-
-    from binventory.data.manifest import dataset_root, read_manifest
-
-    df, meta = read_manifest(manifest)
-    if "split" not in df.columns:
-        raise BinventoryError(f"{manifest} has no split: run 'binventory data split' first")
-    rows = df[(df.status == "ok") & (df.split == split)]
+    root, rows = split_rows(manifest, split)
     if limit is not None and len(rows) > limit:
         rows = rows.sample(limit, random_state=seed)
-    root = dataset_root(meta, manifest)
-    size = preprocess.image_size
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        images = list(pool.map(lambda rel: preprocess.load(root / rel), rows.image_path))
-    pixels = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    pixels = preprocess.load_many([root / rel for rel in rows.image_path],
+                                  workers=min(8, os.cpu_count() or 1))
     return pixels, rows.label.astype(int).to_numpy()
 
 

@@ -46,15 +46,10 @@ def _folder_items(folder: Path) -> list[Item]:
 
 
 def _manifest_items(path: Path, split: str | None = None) -> list[Item]:
-    from binventory.data.manifest import dataset_root, read_manifest
+    from binventory.data.manifest import split_rows
 
-    df, meta = read_manifest(path)
-    if split is not None:
-        if "split" not in df.columns:
-            raise BinventoryError(f"{path} has no splits: run 'binventory data split' first")
-        df = df[df.split == split]
-    root = Path(os.path.abspath(dataset_root(meta, path)))
-    valid = df[df.status == "ok"]
+    root, valid = split_rows(path, split)
+    root = Path(os.path.abspath(root))
     return [Item(i, str(root / p)) for i, p in zip(valid.image_id, valid.image_path)]
 
 
