@@ -44,7 +44,17 @@ class Preprocess:
                    mean=tuple(d["mean"]), std=tuple(d["std"]))
 
     @property
+    def fill(self) -> tuple[int, int, int]:
+        """The letterbox padding colour: the mean, as 0-255 RGB."""
+        return tuple(int(round(m * 255)) for m in self.mean)
+
+    @property
     def cache_tag(self) -> str:
+        """Names what a cached (resized, not yet normalized) image depends on: its size, the
+        resize mode and, for letterbox, the padding colour, so two backbones with different
+        means sharing a cache never train on each other's padding."""
+        if self.resize == "letterbox":
+            return f"{self.image_size}-letterbox-{bytes(self.fill).hex()}"
         return f"{self.image_size}-{self.resize}"
 
     def load(self, source: str | Path | bytes) -> np.ndarray:
@@ -72,8 +82,7 @@ class Preprocess:
             return img.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
         scale = size / max(img.size)
         inner = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        fill = tuple(int(round(m * 255)) for m in self.mean)
-        canvas = Image.new("RGB", (size, size), fill)
+        canvas = Image.new("RGB", (size, size), self.fill)
         canvas.paste(img.resize(inner, Image.BILINEAR, reducing_gap=3.0),
                      ((size - inner[0]) // 2, (size - inner[1]) // 2))
         return canvas

@@ -101,3 +101,19 @@ def test_preprocess_accepts_any_size_and_mode(tmp_path):
         Image.new(mode, size).save(path)
         assert Preprocess(image_size=32).load(path).shape == (32, 32, 3)
     assert np.array_equal(Preprocess(image_size=8).load(path), Preprocess(image_size=8).load(path))
+
+
+def test_letterbox_backbones_sharing_a_cache_each_get_their_own_padding(manifest, tmp_path):
+    path, _, _ = manifest
+    imagenet = Preprocess(image_size=24, resize="letterbox")
+    half = Preprocess(image_size=24, resize="letterbox", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert imagenet.cache_tag != half.cache_tag
+    # The padding colour is all a stretched image does not depend on: it keeps one entry.
+    assert Preprocess(24, "stretch").cache_tag == Preprocess(24, "stretch", mean=(0.5,) * 3).cache_tag
+    first = BinDataset(path, "val", imagenet, cache_dir=tmp_path / "cache", normalize=False)
+    second = BinDataset(path, "val", half, cache_dir=tmp_path / "cache", normalize=False)
+    for ds in (first, second):
+        ds.fill_cache(workers=0, progress=False)
+        corner = ds[0][0][:, 0, 0]  # images are wider than tall: the top rows are padding
+        assert corner.tolist() == list(ds.preprocess.fill)
+    assert torch.equal(second[0][0], torch.from_numpy(half.load(second.root / second.paths[0])).permute(2, 0, 1))
