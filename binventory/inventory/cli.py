@@ -182,10 +182,15 @@ def print_status(db) -> None:
                   f"{t['resolved']:,} resolved, {t['cancelled']:,} cancelled; "
                   f"ledger: {o['adjustments']:,} adjustments", soft_wrap=True)
     if o["model"]:
-        policy = o["model"]["policy"] or {}
-        console.print(f"model {o['model']['version']}: t_confirm={policy.get('t_confirm', '?'):.3g}, "
-                      f"t_flag={policy.get('t_flag', '?'):.3g} "
-                      f"({policy.get('verifier', {}).get('kind', '?')} verifier)", soft_wrap=True)
+        policy = o["model"]["policy"] or {}  # a model recorded without a policy has none
+
+        def threshold(name: str) -> str:
+            value = policy.get(name)
+            return f"{value:.3g}" if isinstance(value, (int, float)) else "?"
+
+        kind = (policy.get("verifier") or {}).get("kind", "?")
+        console.print(f"model {o['model']['version']}: t_confirm={threshold('t_confirm')}, "
+                      f"t_flag={threshold('t_flag')} ({kind} verifier)", soft_wrap=True)
 
 
 def _status(args: argparse.Namespace) -> int:
