@@ -58,6 +58,10 @@ def test_resume_after_kill_gives_the_same_weights(tiny_manifest, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # The kill landed mid-run: the process died of it, before its last epoch and its artifact.
+    assert proc.returncode == -signal.SIGKILL
+    done = len((killed / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < epochs and not (killed / "model.pt").exists()
     assert main(_args(tiny_manifest, killed, epochs, "--resume")) == 0
     a, b = _weights(straight / "last.pt"), _weights(killed / "last.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
