@@ -6,16 +6,29 @@ import pytest
 from binventory.cli import main
 
 
-@pytest.mark.parametrize("argv", [[], ["data"], ["data", "fetch"], ["data", "index"],
-                                  ["data", "split"], ["data", "synth"], ["data", "summary"]])
-def test_help_states_defaults(argv, capsys):
+# Each help page names what that command offers (its sub-commands or its own options) and, for
+# commands with options worth a default, the defaults.
+HELP = {
+    (): ["data ", "train ", "evaluate ", "tune ", "profile ", "export ", "predict ", "serve ",
+         "inventory ", "reconcile ", "--version"],
+    ("data",): ["fetch ", "synth ", "index ", "split ", "merge ", "summary "],
+    ("data", "fetch"): ["--subset", "--ids", "--workers", "--retries", "(default: 5)"],
+    ("data", "index"): ["DIR", "--max-pixels", "default: DIR/manifest.parquet"],
+    ("data", "split"): ["--protocol", "--val-fraction", "(default: challenge)"],
+    ("data", "synth"): ["--max-count", "(default: 1000)"],
+    ("data", "summary"): ["manifest", "per count"],
+}
+
+
+@pytest.mark.parametrize("argv", list(HELP), ids=lambda a: " ".join(a) or "binventory")
+def test_help_names_the_command_and_what_it_offers(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(argv + ["--help"])
+        main([*argv, "--help"])
     assert exit_.value.code == 0
-    out = capsys.readouterr().out
-    assert "usage: binventory" in out
-    if argv[-1:] in (["split"], ["synth"], ["fetch"]):
-        assert "(default:" in out
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
+    assert out.startswith(" ".join(["usage: binventory", *argv]))
+    missing = [text for text in HELP[argv] if text not in out]
+    assert not missing, missing
 
 
 def test_entry_point_runs_as_module():

@@ -28,11 +28,3 @@ def create_transform(image_size: int, hflip: float = 0.5, vflip: float = 0.0, co
         steps.append(v2.ColorJitter(brightness=color, contrast=color, saturation=color,
                                     hue=min(0.05, color / 4)))
     return v2.Compose(steps) if steps else None
-
-
-def count_preserving(transform: v2.Compose | None) -> bool:
-    """True when no step can cut an item out of the picture."""
-    return transform is None or not any(isinstance(t, (v2.RandomResizedCrop, v2.RandomCrop))
-                                        for t in transform.transforms)
-
-

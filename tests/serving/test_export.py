@@ -108,7 +108,12 @@ def test_int8_export_runs_and_is_close(exported):
     int8 = run_session(onnx_session(result.int8_path, threads=1), images)
     assert int8.shape == fp32.shape
     assert np.abs(int8 - fp32).max() < 0.25  # loose: an untrained net at 32 px is a harsh case
-    assert result.int8_diff is not None and 0 <= result.int8_agreement <= 1
+    # The reported figures are those of the export's own check images (its default ones here).
+    check = sample_images(Preprocess(image_size=SIZE))
+    fp32 = run_session(onnx_session(result.path, threads=1), check)
+    int8 = run_session(onnx_session(result.int8_path, threads=1), check)
+    assert result.int8_diff == pytest.approx(np.abs(int8 - fp32).max(), abs=1e-6)
+    assert result.int8_agreement == pytest.approx((int8.argmax(1) == fp32.argmax(1)).mean())
 
 
 def test_predictor_backends_agree(exported):
