@@ -90,6 +90,16 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's ``obj`` (any picklable value) on every rank, for decisions every rank must take
+    alike, such as where to resume from: on several hosts each rank sees its own disk."""
+    if not info.enabled:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Concatenate a tensor from every rank (shapes may differ in the first dimension)."""
     if not info.enabled:

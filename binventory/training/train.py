@@ -237,8 +237,18 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
     diag.attach(model, optimizer, classes.to_class)
 
     start_epoch, best, history, stale = 0, None, [], 0
-    if cfg.resume and (output / "last.pt").is_file():
-        ckpt = load_checkpoint(output / "last.pt")
+    # Rank 0 reads last.pt and hands it to every rank: on several hosts (SageMaker) only rank
+    # 0's disk has it, and ranks resuming at different epochs would wait on each other forever.
+    ckpt = error = None
+    if info.is_main and cfg.resume and (output / "last.pt").is_file():
+        try:
+            ckpt = load_checkpoint(output / "last.pt")
+        except BinventoryError as e:
+            error = str(e)
+    ckpt, error = distributed.broadcast_object((ckpt, error), info)
+    if error:
+        raise BinventoryError(error)
+    if ckpt is not None:
         if ckpt["manifest_hash"] != data_hash:
             raise BinventoryError("the manifest changed since the checkpoint was written: "
                                   "resume needs the same data")
