@@ -25,6 +25,7 @@ from binventory.inventory.models import Bin, BinContent, Sku, utcnow
 
 CHUNK = 20_000     # records per transaction
 LOOKUP = 5_000     # ids per IN (...) query: well under SQLite's and PostgreSQL's parameter limits
+DONORS = 64        # SKU lines an empty bin's injected phantom line may copy (see _Injector)
 
 
 @dataclass
@@ -150,28 +151,57 @@ def _write_chunk(db: Database, records: list[BinRecord], report: ImportReport) -
         report.contents_added += len(lines)
 
 
-def _injector(share: float, seed: int):
+class _Injector:
     """Moves one SKU line of a ``share`` of the records by +-1..+-3 (the calibration's error
     model), for demos and benchmarks. Which records, and how, depends only on the seed and each
-    record's id, never on the order of the files or the chunking."""
-    from binventory.inventory.calibrate import inject_error
+    record's id, never on the order of the files or the chunking.
 
-    if not 0.0 <= share <= 1.0:
-        raise BinventoryError(f"--inject-errors is a share of the bins, 0..1, got {share}")
-    donors: list[list[SkuRecord]] = []
+    An empty bin's record gets a phantom line copied from a real SKU line: one of the DONORS lines
+    of the whole import with the lowest hash of (seed, bin, line), a seeded sample that no file
+    order changes. Such bins therefore wait for ``finish``, when every line has been seen.
+    """
 
-    def inject(record: BinRecord) -> int:
-        if record.skus:
-            donors[:] = [record.skus]  # the phantom line of an empty bin copies a real SKU
-        digest = hashlib.sha256(f"{seed}:{record.image_id}".encode()).digest()
-        rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
-        if rng.random() >= share or not (record.skus or donors):
-            return 0
+    def __init__(self, share: float, seed: int):
+        if not 0.0 <= share <= 1.0:
+            raise BinventoryError(f"--inject-errors is a share of the bins, 0..1, got {share}")
+        self.share, self.seed = share, seed
+        self.injected: dict[str, int] = {}  # bin code -> error put in its record
+        self._donors: list[tuple[bytes, SkuRecord]] = []
+        self._empty: list[tuple[BinRecord, np.random.Generator]] = []
+
+    def _digest(self, text: str) -> bytes:
+        return hashlib.sha256(f"{self.seed}:{text}".encode()).digest()[:8]
+
+    def __call__(self, record: BinRecord) -> BinRecord | None:
+        """The record (with its error, if it is picked), or None for a picked empty bin."""
+        self._donors += [(self._digest(f"{record.image_id}:{i}"), line)
+                         for i, line in enumerate(record.skus)]
+        if len(self._donors) > 2 * DONORS:
+            self._donors = sorted(self._donors, key=lambda d: d[0])[:DONORS]
+        rng = np.random.default_rng(int.from_bytes(self._digest(record.image_id), "big"))
+        if rng.random() >= self.share:
+            return record
+        if not record.skus:
+            self._empty.append((record, rng))
+            return None
+        self._inject(record, rng, [])
+        return record
+
+    def finish(self) -> list[BinRecord]:
+        """The empty bins held back, with their phantom lines (none when no bin had a line)."""
+        donors = [[line for _, line in sorted(self._donors, key=lambda d: d[0])[:DONORS]]]
+        for record, rng in self._empty:
+            if donors[0]:
+                self._inject(record, rng, donors)
+        records, self._empty = [r for r, _ in self._empty], []
+        return records
+
+    def _inject(self, record: BinRecord, rng: np.random.Generator, donors) -> None:
+        from binventory.inventory.calibrate import inject_error
+
         record.skus, wrong = inject_error(record.skus, record.expected_quantity, rng, donors)
-        delta, record.expected_quantity = wrong - record.expected_quantity, wrong
-        return delta
-
-    return inject
+        self.injected[record.image_id] = wrong - record.expected_quantity
+        record.expected_quantity = wrong
 
 
 def import_abid(db: Database, path: str | Path, *, workers: int | None = None,
@@ -179,7 +209,7 @@ def import_abid(db: Database, path: str | Path, *, workers: int | None = None,
     """Load every metadata file under ``path`` into the inventory; see the module docstring.
     ``inject_errors``: the share of bins whose record gets a known error (demos, benchmarks)."""
     files = metadata_files(path)
-    inject = _injector(inject_errors, seed) if inject_errors else None
+    inject = _Injector(inject_errors, seed) if inject_errors else None
     report = ImportReport(files=len(files))
     workers = workers or min(8, os.cpu_count() or 1)
     bar = tqdm(total=len(files), unit="bin", desc="import", disable=not progress)
@@ -192,12 +222,15 @@ def import_abid(db: Database, path: str | Path, *, workers: int | None = None,
                 continue
             if result.expected_quantity != result.sku_quantity_sum:
                 report.inconsistent += 1
-            if inject is not None and (delta := inject(result)):
-                report.injected[result.image_id] = delta
+            if inject is not None and (result := inject(result)) is None:
+                continue  # an empty bin that waits for its phantom line
             pending.append(result)
             if len(pending) >= CHUNK:
                 _write_chunk(db, pending, report)
                 pending = []
+        if inject is not None:
+            pending += inject.finish()
+            report.injected = inject.injected
         if pending:
             _write_chunk(db, pending, report)
     bar.close()

@@ -84,3 +84,34 @@ def test_inject_errors_share_must_be_a_share(db, tmp_path):
     root = make_dataset(tmp_path / "abid", images=False)
     with pytest.raises(BinventoryError, match="share of the bins"):
         import_abid(db, root, inject_errors=1.5, progress=False)
+
+
+def _records():
+    from binventory.data.abid import BinRecord, SkuRecord
+
+    return [BinRecord(f"bin{i:03d}", 0 if i % 4 == 0 else 2,
+                      [] if i % 4 == 0 else [SkuRecord(f"B{i:03d}", f"item {i}", 2, 1.0 + i, 2.0, 3.0)])
+            for i in range(40)]
+
+
+def _injected(records, share=1.0, seed=3):
+    from binventory.inventory.importer import _Injector
+
+    inject = _Injector(share, seed)
+    kept = [r for r in (inject(r) for r in records) if r is not None] + inject.finish()
+    return inject.injected, {r.image_id: (r.expected_quantity, r.skus) for r in kept}
+
+
+def test_an_empty_bins_phantom_line_does_not_depend_on_the_file_order():
+    import random
+
+    shuffled = _records()
+    random.Random(0).shuffle(shuffled)
+    deltas, records = _injected(_records())
+    assert len(deltas) == 40 and len(records) == 40
+    for other in (_records()[::-1], shuffled):
+        assert _injected(other) == (deltas, records)
+    real = {f"B{i:03d}" for i in range(40) if i % 4}
+    for code in (f"bin{i:03d}" for i in range(0, 40, 4)):  # the empty bins
+        expected, (line,) = records[code]
+        assert line.asin in real and line.quantity == expected == deltas[code] and 1 <= expected <= 3
