@@ -25,6 +25,10 @@ UDACITY_LIST_URL = (
     "afbfec793f76a70e95849362d0254a6cb2914dea/starter/file_list.json"
 )
 
+# No bin holds more items than this (ABID's fullest hold a few hundred): a larger quantity is a
+# broken record, not a count to index, train on or store.
+MAX_BIN_QUANTITY = 10_000
+
 # Ids are file stems; anything that could escape the layout's folders is refused.
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -82,6 +86,12 @@ def _measure(entry: dict, name: str) -> float | None:
         return None
 
 
+def _check_plausible(name: str, quantity: int) -> None:
+    if quantity > MAX_BIN_QUANTITY:
+        raise ValueError(f"{name} of {quantity:,} is not plausible: more than {MAX_BIN_QUANTITY:,} "
+                         "items in one bin")
+
+
 def parse_metadata(data: dict, image_id: str) -> BinRecord:
     """Parse a decoded metadata JSON object; raises ValueError with a reason when malformed."""
     if not isinstance(data, dict):
@@ -92,6 +102,7 @@ def parse_metadata(data: dict, image_id: str) -> BinRecord:
     # bool is an int in Python; a count of True is not a count.
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
         raise ValueError(f"EXPECTED_QUANTITY is not a non-negative integer: {quantity!r}")
+    _check_plausible("EXPECTED_QUANTITY", quantity)
     skus_data = data.get("BIN_FCSKU_DATA")
     skus_data = {} if skus_data is None else skus_data
     if not isinstance(skus_data, dict):
@@ -103,6 +114,7 @@ def parse_metadata(data: dict, image_id: str) -> BinRecord:
         q = entry.get("quantity", 0)
         if isinstance(q, bool) or not isinstance(q, int) or q < 0:
             raise ValueError(f"quantity of SKU {asin!r} is not a non-negative integer: {q!r}")
+        _check_plausible(f"quantity of SKU {asin!r}", q)
         skus.append(SkuRecord(
             asin=str(entry.get("asin", asin)),
             name=str(entry.get("name", "")),

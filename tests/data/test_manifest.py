@@ -9,7 +9,7 @@ from binventory import BinventoryError
 from binventory.cli import main
 from binventory.data.manifest import (build_manifest, count_table, dataset_root, manifest_hash,
                                       quarantine_path, read_manifest, write_manifest)
-from tests.conftest import BAD_ITEMS
+from tests.conftest import BAD_ITEMS, jpeg_bytes, metadata_json, write_item
 
 
 def test_index_valid_rows(good_dataset):
@@ -118,3 +118,21 @@ def test_index_real_abid_sample(abid_sample, tmp_path):
     assert sum(truth[k] for k in range(6)) == 4739 + 704  # the README's 0-5 item totals
     assert {"523", "00001"} <= set(df.image_id)
     write_manifest(df, tmp_path / "m.parquet", abid_sample)  # the sample itself is read-only
+
+
+def test_an_implausible_quantity_is_bad_metadata(good_dataset):
+    root, _ = good_dataset
+    huge = metadata_json(3)
+    huge["EXPECTED_QUANTITY"] = 10**12
+    write_item(root, "huge", image=jpeg_bytes(seed=1), meta=huge)
+    sku = metadata_json(2)
+    next(iter(sku["BIN_FCSKU_DATA"].values()))["quantity"] = 10_001
+    write_item(root, "sku", image=jpeg_bytes(seed=2), meta=sku)
+    full = metadata_json(10_000)
+    write_item(root, "full", image=jpeg_bytes(seed=3), meta=full)
+    df = build_manifest(root, workers=1, progress=False).set_index("image_id")
+    assert df.loc["huge", "status"] == "bad_metadata"
+    assert df.loc["huge", "reason"] == ("EXPECTED_QUANTITY of 1,000,000,000,000 is not plausible: "
+                                        "more than 10,000 items in one bin")
+    assert df.loc["sku", "status"] == "bad_metadata" and "10,001 is not plausible" in df.loc["sku", "reason"]
+    assert df.loc["full", "status"] == "ok" and df.loc["full", "label"] == 10_000

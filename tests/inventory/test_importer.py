@@ -115,3 +115,16 @@ def test_an_empty_bins_phantom_line_does_not_depend_on_the_file_order():
     for code in (f"bin{i:03d}" for i in range(0, 40, 4)):  # the empty bins
         expected, (line,) = records[code]
         assert line.asin in real and line.quantity == expected == deltas[code] and 1 <= expected <= 3
+
+
+def test_an_implausible_quantity_is_skipped_with_its_reason(db, tmp_path):
+    from tests.conftest import metadata_json, write_item
+
+    root = make_dataset(tmp_path / "abid", images=False)
+    huge = metadata_json(3)
+    huge["EXPECTED_QUANTITY"] = 10**12  # a PostgreSQL integer column could not even hold it
+    write_item(root, "huge", meta=huge)
+    report = load(db, root)
+    assert report.bins_added == len(COUNTS)
+    assert report.errors == [("huge.json", "EXPECTED_QUANTITY of 1,000,000,000,000 is not "
+                                           "plausible: more than 10,000 items in one bin")]
