@@ -90,8 +90,9 @@ def overview(session: Session) -> dict:
         "decisions": {d: int(decisions.get(d, 0)) for d in DECISIONS},
         "tasks": {s: int(tasks.get(s, 0)) for s in TASK_STATUSES},
         "adjustments": session.scalar(select(func.count(Adjustment.id))),
-        "model": None if model is None else {"version": model.version, "path": model.path,
-                                             "metrics": model.metrics, "policy": model.policy},
+        "model": None if model is None else {"version": model.version, "name": model.name,
+                                             "path": model.path, "metrics": model.metrics,
+                                             "policy": model.policy},
     }
 
 

@@ -1,6 +1,7 @@
 """A small real inventory for the dashboard's tests: ABID-style bins imported into SQLite, photos
-judged by the tiny model with thresholds that give a mix of confirm, flag and review, one task
-already resolved (a ledger entry), and an API token."""
+judged by a tiny model trained for the session (so its run files are the ones training really
+writes) with thresholds that give a mix of confirm, flag and review, one task already resolved (a
+ledger entry), and an API token."""
 from __future__ import annotations
 
 import json
@@ -15,14 +16,13 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from PIL import Image
 from sqlalchemy import select
 
 from binventory.app import create_app
 from binventory.inventory import audit
 from binventory.inventory.db import Database
 from binventory.inventory.importer import import_abid
-from binventory.inventory.models import AuditTask, Model
+from binventory.inventory.models import AuditTask
 from binventory.inventory.policy import Policy
 from binventory.inventory.reconcile import reconcile
 from binventory.inventory.tokens import create_token
@@ -30,7 +30,7 @@ from binventory.inventory.verify import BlindVerifier
 from binventory.serving.predictor import Predictor
 from binventory.serving.service import Settings
 from tests.conftest import write_item
-from tests.tiny import image_bytes, save_tiny_model
+from tests.tiny import image_bytes
 
 with warnings.catch_warnings():  # starlette asks for httpx2; the project tests with httpx
     warnings.filterwarnings("ignore", message=".*httpx2")
@@ -38,7 +38,6 @@ with warnings.catch_warnings():  # starlette asks for httpx2; the project tests 
 
 N_BINS = 15
 UNSEEN_BIN = "99999"  # in the inventory, never photographed
-HEADLINE = {"n": 1200, "accuracy": 0.71, "within1": 0.93, "mae": 0.38, "rmse": 0.74, "ece": 0.031}
 
 
 @dataclass
@@ -49,35 +48,48 @@ class Inventory:
     folder: Path
 
 
-def write_run_files(folder: Path) -> None:
-    """What training, ``binventory evaluate`` and diagnostics leave beside a model.pt."""
-    with (folder / "metrics.jsonl").open("w") as f:
-        for epoch in range(1, 6):
-            f.write(json.dumps({"epoch": epoch, "train_loss": 2.0 / epoch, "train_accuracy": 0.3 + 0.1 * epoch,
-                                "val_accuracy": 0.25 + 0.08 * epoch, "val_nll": 1.8 / epoch ** 0.5,
-                                "val_mae": 1.2 / epoch, "val_rmse": 1.6 / epoch}) + "\n")
-    (folder / "eval-test").mkdir()
-    names = ["0", "1", "2"]
-    (folder / "eval-test" / "metrics.json").write_text(json.dumps({
-        "split": "test", "protocols": {"challenge": {
-            "n": 30, "accuracy": 0.7, "within1": 0.9, "mae": 0.4, "rmse": 0.7, "nll": 0.8, "ece": 0.05,
-            "confusion": [[9, 1, 0], [2, 7, 1], [0, 3, 7]], "class_names": names,
-            "reliability": {"confidence": [None, 0.45, 0.7, 0.93], "accuracy": [None, 0.4, 0.75, 0.9]}}}}))
-    Image.new("RGB", (60, 40), (200, 220, 255)).save(folder / "eval-test" / "confusion_challenge.png")
-    Image.new("RGB", (60, 40), (255, 230, 200)).save(folder / "eval-test" / "reliability_challenge.png")
-    (folder / "rules.json").write_text(json.dumps({"rules": [
-        {"rule": "loss_plateau", "status": "ok", "evidence": "loss fell 80% over the run", "advice": ""},
-        {"rule": "dead_layers", "status": "issue_found", "evidence": "2 layers never updated",
-         "advice": "check the learning rate"}], "stopped_by": []}))
-    (folder / "report.html").write_text("<!doctype html><title>Training report</title>"
-                                         "<h1>Training report</h1><p>diagnostics for the test run</p>")
+def train_run(folder: Path) -> Path:
+    """A real tiny training run and its evaluation: model.pt with the metrics.jsonl, rules.json,
+    report.html and eval-test/ that ``binventory train`` and ``binventory evaluate`` leave."""
+    from binventory.cli import main
+    from binventory.data.manifest import build_manifest, write_manifest
+    from binventory.data.split import assign_splits
+    from tests.training.conftest import TINY
+
+    data = folder / "data"
+    for i in range(42):
+        write_item(data, f"{i + 1:05d}", count=i % 6, image=image_bytes(500 + i))
+    manifest = data / "manifest.parquet"
+    df = build_manifest(data, workers=1, progress=False)
+    write_manifest(assign_splits(df, protocol="challenge", seed=0, ratios=(0.6, 0.2, 0.2)),
+                   manifest, data)
+    run = folder / "run"
+    assert main(["train", "--manifest", str(manifest), "--output", str(run), "--epochs", "3",
+                 *TINY, "--diagnostics-every", "1"]) == 0
+    assert main(["evaluate", "--model", str(run / "model.pt"), "--manifest", str(manifest),
+                 "--split", "test", "--protocols", "challenge", "--workers", "0",
+                 "--out", str(run / "eval-test")]) == 0
+    return run / "model.pt"
 
 
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("web-model")
-    write_run_files(folder)
-    return save_tiny_model(folder / "model.pt")
+    return train_run(tmp_path_factory.mktemp("web-model"))
+
+
+@pytest.fixture(scope="session")
+def run_files(model_path) -> dict:
+    """What the dashboard should show of the run: the artifact's name and test accuracy, the
+    rules diagnostics evaluated and the evaluated classes."""
+    from binventory.model.artifact import load_artifact
+
+    artifact = load_artifact(model_path)
+    folder = model_path.parent
+    rules = json.loads((folder / "rules.json").read_text())["rules"]
+    evaluation = json.loads((folder / "eval-test" / "metrics.json").read_text())
+    return {"name": artifact.name, "test_accuracy": artifact.metrics["test"]["all"]["accuracy"],
+            "rules": [r["rule"] for r in rules],
+            "classes": evaluation["protocols"]["challenge"]["class_names"]}
 
 
 @pytest.fixture(scope="session")
@@ -111,10 +123,10 @@ def build_inventory(folder: Path, predictor: Predictor, model_path: Path) -> Inv
     reconcile(db, predictor, policy, root / "bin-images", model_path=str(model_path), workers=1,
               progress=False)
     with db.session() as session:
-        # What a trained artifact carries (the tiny model has no evaluation of its own).
-        session.get(Model, predictor.model_id).metrics = {"test": {"all": HEADLINE}}
         token = create_token(session, "alice")
-        first = session.scalars(select(AuditTask).where(AuditTask.status == "open")
+        # A bin with SKUs: a surplus in an empty bin would need per-SKU counts.
+        first = session.scalars(select(AuditTask).where(AuditTask.status == "open",
+                                                        AuditTask.expected_quantity > 0)
                                 .order_by(AuditTask.priority)).first()
         audit.resolve(session, first.id, counted_quantity=first.expected_quantity + 1, actor="bob",
                       reason_code="found")

@@ -77,7 +77,7 @@ def offline_only(pg, base: str) -> list[str]:
     return seen
 
 
-def test_overview(page, server):
+def test_overview(page, server, run_files):
     requests = offline_only(page, server.url)
     page.goto(server.url + "/")
     assert page.title() == "Overview · binventory"
@@ -85,7 +85,7 @@ def test_overview(page, server):
     for label in ("bins observed", "confirmed", "flagged", "in review"):
         assert stats.get_by_text(label, exact=True).is_visible()
     assert page.locator("svg.chart").count() == 1  # record accuracy over time
-    assert page.get_by_text("test-v1").is_visible()  # the active model
+    assert page.get_by_text(run_files["name"]).first.is_visible()  # the active model
     assert page.locator("link[rel=stylesheet]").evaluate("l => l.sheet.cssRules.length") > 10
     screenshot(page, "overview.png")
     assert all(u.startswith(server.url) for u in requests), requests
@@ -161,16 +161,17 @@ def test_bin_page(page, server):
     assert "No adjustments" in page.locator("#ledger").inner_text()
 
 
-def test_model_page(page, server, predictor):
+def test_model_page(page, server, predictor, run_files):
     page.goto(server.url + "/model")
-    assert page.locator("h2", has_text="test-v1").is_visible()
+    assert page.locator("h2", has_text=run_files["name"]).is_visible()
     assert page.locator("#curves svg.chart").count() == 3
-    assert page.locator("table.confusion tr").count() == 4
+    assert page.locator("table.confusion tr").count() == len(run_files["classes"]) + 1
     assert page.locator("#evaluation svg.chart title", has_text="Reliability").count() == 1
     for img in ("confusion_challenge.png", "reliability_challenge.png"):
         src = page.locator(f"img[alt='{img}']").get_attribute("src")
         assert page.request.get(server.url + src).headers["content-type"] == "image/png"
-    assert "dead_layers" in page.locator("#diagnostics").inner_text()
+    diagnostics = page.locator("#diagnostics").inner_text()
+    assert all(rule in diagnostics for rule in run_files["rules"])
     frame = page.frame_locator("iframe.report")
     assert frame.locator("h1").inner_text() == "Training report"
     thresholds = page.locator("#thresholds").inner_text()

@@ -45,10 +45,11 @@ def test_static_css_is_served(client):
     assert r.status_code == 200 and "text/css" in r.headers["content-type"]
 
 
-def test_overview_numbers(client, inventory):
+def test_overview_numbers(client, inventory, run_files):
     text = client.get("/").text
     assert re.search(r"<b>15</b><span>bins observed</span><small>of 16 in the inventory", text)
-    assert "<svg" in text and "test-v1" in text and "71.0%" in text
+    assert "<svg" in text and run_files["name"] in text
+    assert f"{run_files['test_accuracy']:.1%}" in text  # the trained artifact's own test figure
 
 
 def test_audit_queue_by_priority_with_filters(client):
@@ -151,11 +152,13 @@ def test_resolve_writes_the_ledger(client, inventory):
     client.cookies.clear()
 
 
-def test_model_page_and_run_files(client, predictor):
+def test_model_page_and_run_files(client, predictor, run_files):
     mid = predictor.model_id
     text = client.get("/model").text
     assert text.count('class="chart"') >= 3 and 'class="confusion"' in text
-    assert "dead_layers" in text and f"/model/{mid}/report.html" in text
+    diagnostics = text.split('id="diagnostics"')[1]
+    assert len(run_files["rules"]) >= 5 and all(rule in diagnostics for rule in run_files["rules"])
+    assert f"/model/{mid}/report.html" in text
     assert "Decision thresholds in use" in text
     r = client.get(f"/model/{mid}/eval/eval-test/confusion_challenge.png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
