@@ -8,8 +8,10 @@
    score used to pick thresholds comes from a model that never saw that image. The shipped
    verifier is then refitted on all of them.
 4. Thresholds, per verifier, from those scores:
-   - t_confirm: the lowest threshold at which the share of WRONG records confirmed (the
-     false-confirm rate) is <= the target;
+   - t_confirm: the lowest threshold at which a one-sided 95% Clopper-Pearson upper bound of
+     the share of WRONG records confirmed (the false-confirm rate) is <= the target. The point
+     estimate alone lands above the target on unseen photos about half the time; the bound
+     holds on them unless the validation split is unlike them;
    - t_flag: the highest threshold at which <= ``max_flag_right`` (5%) of RIGHT records are
      flagged, so a flag is a strong signal and audit tasks are mostly real discrepancies; bins in
      between go to review.
@@ -27,6 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from binventory import BinventoryError
+from binventory.inventory.bounds import (CONFIDENCE, allowed_false_confirms,
+                                         describe_false_confirms, false_confirm_summary,
+                                         fcr_upper_bound)
 from binventory.inventory.policy import Policy
 from binventory.inventory.verify import (ERROR_DELTAS, BlindVerifier, ItemRecord, RecordVerifier,
                                          features, p_expected)
@@ -160,12 +165,18 @@ def with_errors(expected: Sequence[int], records: Sequence[Sequence[ItemRecord]]
 
 # ---- thresholds and rates --------------------------------------------------------------------
 
-def pick_t_confirm(scores: np.ndarray, right: np.ndarray, target_fcr: float) -> float:
-    """The lowest threshold t with share(wrong records with score >= t) <= target_fcr."""
+def pick_t_confirm(scores: np.ndarray, right: np.ndarray, target_fcr: float,
+                   confidence: float | None = CONFIDENCE) -> float:
+    """The lowest threshold t whose false-confirm rate (wrong records with score >= t) meets
+    the target: its Clopper-Pearson upper bound at ``confidence``, or the point estimate when
+    ``confidence`` is None. Above 1 (confirm nothing) when too few wrong records can bound it.
+    """
     wrong = np.sort(np.asarray(scores)[np.asarray(right) == 0])[::-1]
-    if len(wrong) == 0:
-        return float(np.min(scores)) if len(scores) else 1.0
-    allowed = int(math.floor(target_fcr * len(wrong) + 1e-9))
+    allowed = allowed_false_confirms(len(wrong), target_fcr, confidence)
+    if allowed < 0:
+        log.warning("%d wrong records cannot bound the false-confirm rate at %.2g with %.0f%% "
+                    "confidence: confirming nothing", len(wrong), target_fcr, 100 * confidence)
+        return float(np.nextafter(1.0, np.inf))
     if allowed >= len(wrong):
         return 0.0
     # Confirm strictly above the (allowed+1)-th highest wrong score.
@@ -184,15 +195,20 @@ def pick_t_flag(scores: np.ndarray, right: np.ndarray, max_flag_right: float = M
     return max(float(np.nextafter(good[allowed], -np.inf)), 0.0)
 
 
-def rates(scores: np.ndarray, right: np.ndarray, t_confirm: float, t_flag: float) -> dict:
+def rates(scores: np.ndarray, right: np.ndarray, t_confirm: float, t_flag: float,
+          confidence: float = CONFIDENCE) -> dict:
     scores, right = np.asarray(scores), np.asarray(right).astype(bool)
     confirm, flag = scores >= t_confirm, scores <= t_flag
     review = ~confirm & ~flag
     n_right, n_wrong = max(right.sum(), 1), max((~right).sum(), 1)
+    false_confirms = int((confirm & ~right).sum())
     return {
         "right": int(right.sum()), "wrong": int((~right).sum()),
         "right_confirmed": float((confirm & right).sum() / n_right),
-        "false_confirm_rate": float((confirm & ~right).sum() / n_wrong),
+        "false_confirm_rate": float(false_confirms / n_wrong),
+        "wrong_confirmed": false_confirms,
+        "false_confirm_upper": fcr_upper_bound(false_confirms, int((~right).sum()), confidence),
+        "confidence": confidence,
         "wrong_flagged_or_queued": float((~confirm & ~right).sum() / n_wrong),
         "wrong_flagged": float((flag & ~right).sum() / n_wrong),
         "right_flagged": float((flag & right).sum() / n_right),
@@ -202,8 +218,9 @@ def rates(scores: np.ndarray, right: np.ndarray, t_confirm: float, t_flag: float
 
 
 def thresholds(scores: np.ndarray, right: np.ndarray, target_fcr: float,
-               max_flag_right: float = MAX_FLAG_RIGHT) -> tuple[float, float]:
-    t_confirm = pick_t_confirm(scores, right, target_fcr)
+               max_flag_right: float = MAX_FLAG_RIGHT, confidence: float | None = CONFIDENCE
+               ) -> tuple[float, float]:
+    t_confirm = pick_t_confirm(scores, right, target_fcr, confidence)
     t_flag = pick_t_flag(scores, right, max_flag_right)
     if t_flag >= t_confirm:  # a weak verifier: keep the confirm rule, flag only below it
         t_flag = max(float(np.nextafter(t_confirm, -np.inf)), 0.0) if t_confirm > 0 else 0.0
@@ -243,12 +260,20 @@ class Candidate:
 
 def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = 0.2,
               verifier: str = "auto", seed: int = 0, n_wrong: int = N_WRONG, model: str = "trees",
-              max_flag_right: float = MAX_FLAG_RIGHT) -> tuple[Policy, list[Candidate]]:
-    """Fit and choose a policy on one sample; returns it and every candidate measured."""
+              max_flag_right: float = MAX_FLAG_RIGHT, confidence: float | None = CONFIDENCE
+              ) -> tuple[Policy, list[Candidate]]:
+    """Fit and choose a policy on one sample; returns it and every candidate measured.
+
+    ``confidence`` is that of the false-confirm rate's upper bound kept under the target (None:
+    the point estimate, which the bound then reports at ``CONFIDENCE``).
+    """
     if verifier not in VERIFIERS:
         raise BinventoryError(f"--verifier must be one of {VERIFIERS}, got {verifier!r}")
     if not 0 < target_fcr < 1 or not 0 < error_rate < 1:
         raise BinventoryError("--target-fcr and --error-rate must lie strictly between 0 and 1")
+    if confidence is not None and not 0 < confidence < 1:
+        raise BinventoryError(f"--confidence must lie strictly between 0 and 1, got {confidence}")
+    bound_at = confidence or CONFIDENCE
     rng = np.random.default_rng(seed)
     index, expected, records, right = variants(sample.expected, sample.records, n_wrong, rng)
     probs = sample.probs[index]
@@ -256,8 +281,9 @@ def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = 0
 
     if verifier in ("auto", "blind"):
         scores = p_expected(probs, sample.classes, expected)
-        tc, tf = thresholds(scores, right, target_fcr, max_flag_right)
-        candidates.append(Candidate("blind", BlindVerifier(), tc, tf, rates(scores, right, tc, tf)))
+        tc, tf = thresholds(scores, right, target_fcr, max_flag_right, confidence)
+        candidates.append(Candidate("blind", BlindVerifier(), tc, tf,
+                                    rates(scores, right, tc, tf, bound_at)))
 
     if verifier in ("auto", "record"):
         n_images = len(sample.expected)
@@ -271,15 +297,18 @@ def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = 0
             x = features(probs, sample.classes, expected, records)
             scores = cross_fit_scores(x, right, index, model=model, error_rate=error_rate,
                                       seed=seed, folds=min(FOLDS, n_images))
-            tc, tf = thresholds(scores, right, target_fcr, max_flag_right)
+            tc, tf = thresholds(scores, right, target_fcr, max_flag_right, confidence)
             fitted = RecordVerifier.fit(x, right, model=model, error_rate=error_rate, seed=seed)
-            candidates.append(Candidate("record", fitted, tc, tf, rates(scores, right, tc, tf)))
+            candidates.append(Candidate("record", fitted, tc, tf,
+                                        rates(scores, right, tc, tf, bound_at)))
 
     if not candidates:
         candidates.append(Candidate("blind", BlindVerifier(), 1.0, 0.0, {}))
     best = max(candidates, key=lambda c: c.rates.get("right_confirmed", 0.0))
     stats = {"calibrated": True, "images": len(sample.expected), "wrong_variants_per_image": n_wrong,
              "error_rate": error_rate, "seed": seed, "max_flag_right": max_flag_right,
+             "threshold_rule": "point estimate" if confidence is None else "upper bound",
+             "false_confirm": false_confirm_summary(best.rates),
              "measured": {c.name: {"t_confirm": c.t_confirm, "t_flag": c.t_flag, **c.rates}
                           for c in candidates}}
     policy = Policy(best.verifier, best.t_confirm, best.t_flag, target_fcr, sample.model_version,
@@ -291,16 +320,17 @@ def print_table(candidates: Sequence[Candidate], chosen: str, console=None) -> N
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(width=max(Console().width, 110))
+    console = console or Console(width=max(Console().width, 130))
     table = Table(title="verification on validation (record verifier: out-of-fold scores)")
     for col in ("verifier", "t_confirm", "t_flag", "right confirmed", "false confirms",
-                "wrong flagged/queued", "right flagged", "review load"):
+                "false-confirm bound", "wrong flagged/queued", "right flagged", "review load"):
         table.add_column(col, justify="right")
     for c in candidates:
         r = c.rates
         table.add_row(c.name + (" *" if c.name == chosen else ""), f"{c.t_confirm:.4f}",
                       f"{c.t_flag:.4f}", f"{r['right_confirmed']:.1%}",
-                      f"{r['false_confirm_rate']:.2%}", f"{r['wrong_flagged_or_queued']:.1%}",
+                      f"{r['false_confirm_rate']:.2%} ({r['wrong_confirmed']}/{r['wrong']})",
+                      f"{r['false_confirm_upper']:.2%}", f"{r['wrong_flagged_or_queued']:.1%}",
                       f"{r['right_flagged']:.1%}", f"{r['review_load']:.1%}")
     console.print(table)
 
@@ -314,8 +344,9 @@ def add_parser(sub, formatter) -> None:
         description="Count a manifest split's images, inject record errors into copies of their "
                     "metadata (one SKU's quantity +-1..+-3, several wrong copies per image), fit "
                     "the record verifier (cross-fitted by image) and pick t_confirm = the lowest "
-                    "threshold whose false-confirm rate (wrong records confirmed / wrong records) "
-                    f"is <= the target, and t_flag = the highest at which <= {MAX_FLAG_RIGHT:.0%} "
+                    "threshold at which an upper confidence bound (Clopper-Pearson) of the "
+                    "false-confirm rate (wrong records confirmed / wrong records) is <= the "
+                    f"target, and t_flag = the highest at which <= {MAX_FLAG_RIGHT:.0%} "
                     "of right records are flagged. Writes the policy as JSON.",
         epilog="example:\n  binventory inventory calibrate --model runs/m/model.pt "
                "--manifest data/abid/manifest.parquet --out runs/m/policy.json")
@@ -324,6 +355,8 @@ def add_parser(sub, formatter) -> None:
     p.add_argument("--split", default="val", help="split to calibrate on (never the test split)")
     p.add_argument("--target-fcr", type=float, default=0.01,
                    help="highest share of wrong records that may be confirmed")
+    p.add_argument("--confidence", type=float, default=CONFIDENCE,
+                   help="confidence of the false-confirm rate's upper bound kept under the target")
     p.add_argument("--error-rate", type=float, default=0.2,
                    help="share of records assumed wrong (sets the verifier's prior)")
     p.add_argument("--verifier", choices=VERIFIERS, default="auto",
@@ -344,10 +377,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     sample = load_sample(args.model, args.manifest, args.split, args.batch_size)
     policy, candidates = calibrate(sample, target_fcr=args.target_fcr, error_rate=args.error_rate,
                                    verifier=args.verifier, seed=args.seed,
-                                   n_wrong=args.wrong_variants)
+                                   n_wrong=args.wrong_variants, confidence=args.confidence)
     policy.stats.update(split=args.split, manifest=str(args.manifest))
     policy.save(args.out)
     print_table(candidates, policy.verifier.kind)
     print(f"policy ({policy.verifier.kind} verifier, t_confirm={policy.t_confirm:.4f}, "
           f"t_flag={policy.t_flag:.4f}) -> {args.out}")
+    print(describe_false_confirms(policy))
     return 0

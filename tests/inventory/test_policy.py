@@ -128,26 +128,56 @@ def _parser():
     return parser
 
 
-def test_calibrate_command(tmp_path, monkeypatch, capsys):
-    from tests.inventory.test_verify import synthetic_sample
+@pytest.fixture
+def val_manifest(good_dataset):
+    """The 62-image dataset with most images in val, the split calibrate reads."""
+    from binventory.data.manifest import build_manifest, write_manifest
+    from binventory.data.split import assign_splits
 
-    args = _parser().parse_args(["calibrate", "--model", "m.pt", "--manifest", "m.parquet",
+    root, labels = good_dataset
+    path = root / "manifest.parquet"
+    df = assign_splits(build_manifest(root, workers=1, progress=False), protocol="challenge",
+                       seed=0, ratios=(0.2, 0.6, 0.2))
+    write_manifest(df, path, root)
+    return path, labels, sorted(df.image_id[df.split == "val"])
+
+
+def test_load_sample_counts_the_split_with_the_model(val_manifest, tmp_path):
+    from binventory.serving.predictor import Predictor
+    from tests.tiny import save_tiny_model
+
+    manifest, labels, val_ids = val_manifest
+    model = save_tiny_model(tmp_path / "model.pt")
+    sample = cal.load_sample(model, manifest, "val", batch_size=8, progress=False)
+    assert sample.ids == val_ids and len(val_ids) >= cal.MIN_IMAGES
+    assert list(sample.expected) == [labels[i] for i in val_ids]
+    assert [sum(line.quantity for line in r) for r in sample.records] == list(sample.expected)
+    predictor = Predictor.load(model)
+    root = manifest.parent
+    direct = [predictor.predict([(root / "bin-images" / f"{i}.jpg").read_bytes()])[0]
+              for i in val_ids[:3]]
+    for row, p in zip(sample.probs, direct):
+        assert np.allclose(row, list(p.probabilities.values()), atol=1e-5)
+    assert sample.model_version == predictor.model_id
+
+
+def test_calibrate_command(val_manifest, tmp_path, capsys):
+    from tests.tiny import save_tiny_model
+
+    manifest, _, val_ids = val_manifest
+    model = save_tiny_model(tmp_path / "model.pt")
+    args = _parser().parse_args(["calibrate", "--model", str(model), "--manifest", str(manifest),
                                  "--out", str(tmp_path / "policy.json"), "--wrong-variants", "3"])
-    assert (args.split, args.target_fcr, args.error_rate, args.verifier, args.seed) == \
-        ("val", 0.01, 0.2, "auto", 0)
-    seen = {}
-
-    def fake_load(model, manifest, split, batch_size):
-        seen.update(model=str(model), split=split)
-        return synthetic_sample(n=120)
-
-    monkeypatch.setattr(cal, "load_sample", fake_load)
+    assert (args.split, args.target_fcr, args.error_rate, args.verifier, args.seed,
+            args.confidence) == ("val", 0.01, 0.2, "auto", 0, 0.95)
     assert args.func(args) == 0
-    assert seen == {"model": "m.pt", "split": "val"}
     policy = Policy.load(tmp_path / "policy.json")
-    assert policy.stats["split"] == "val" and policy.stats["images"] == 120
+    assert policy.stats["split"] == "val" and policy.stats["images"] == len(val_ids)
+    fc = policy.stats["false_confirm"]
+    assert fc["wrong_records"] == 3 * len(val_ids)
     out = capsys.readouterr().out
     assert "blind" in out and "record" in out and "policy (" in out
+    assert f"({fc['wrong_confirmed']} of {fc['wrong_records']} wrong records)" in out
 
 
 def test_calibrate_command_errors(tmp_path):

@@ -176,11 +176,11 @@ def test_variants_and_with_errors():
 
 # ---- thresholds ----
 
-def test_t_confirm_is_the_lowest_threshold_meeting_the_target():
+def test_point_rule_is_the_lowest_threshold_whose_rate_meets_the_target():
     rng = np.random.default_rng(0)
     scores = np.concatenate([rng.uniform(0.3, 1, 500), rng.uniform(0, 0.9, 1000)])
     right = np.r_[np.ones(500), np.zeros(1000)]
-    t = cal.pick_t_confirm(scores, right, 0.01)
+    t = cal.pick_t_confirm(scores, right, 0.01, confidence=None)
     fcr = ((scores >= t) & (right == 0)).sum() / 1000
     assert fcr <= 0.01
     lower = np.max(scores[(scores < t)])
@@ -189,6 +189,61 @@ def test_t_confirm_is_the_lowest_threshold_meeting_the_target():
     assert ((scores <= tf) & (right == 1)).mean() * 1500 / 500 <= 0.05
     r = cal.rates(scores, right, t, tf)
     assert r["false_confirm_rate"] <= 0.01 and r["wrong_flagged_or_queued"] >= 0.99
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (0, 5568), (3, 200), (43, 5568), (999, 1000)])
+def test_upper_bound_is_clopper_pearson(k, n):
+    from scipy.stats import binom
+
+    u = cal.fcr_upper_bound(k, n, 0.95)
+    # The one-sided 95% Clopper-Pearson bound: the rate at which k or fewer of n happen 5% of
+    # the time (binomial tail, not the beta quantile the code uses); closed form when k = 0.
+    assert binom.cdf(k, n, u) == pytest.approx(0.05, rel=1e-6)
+    if k == 0:
+        assert u == pytest.approx(1 - 0.05 ** (1 / n), rel=1e-9)
+    assert u > k / n
+    assert cal.fcr_upper_bound(n, n) == 1.0 and cal.fcr_upper_bound(0, 0) == 1.0
+
+
+def test_t_confirm_keeps_the_upper_bound_under_the_target():
+    # 2,000 wrong records with scores spread evenly over [0, 1): the point rule may confirm 20
+    # (1.0%), the 95% bound allows only 12 (0.6%: bound 0.99%, 13 would give 1.06%).
+    wrong = (np.arange(2000) + 0.5) / 2000
+    scores = np.r_[np.full(300, 0.9999), wrong]
+    right = np.r_[np.ones(300), np.zeros(2000)]
+    t_bound = cal.pick_t_confirm(scores, right, 0.01)
+    t_point = cal.pick_t_confirm(scores, right, 0.01, confidence=None)
+    confirmed = int(((wrong >= t_bound)).sum())
+    assert confirmed == 12 and int((wrong >= t_point).sum()) == 20 and t_point < t_bound
+    r = cal.rates(scores, right, t_bound, 0.0)
+    assert r["wrong_confirmed"] == 12 and r["wrong"] == 2000
+    assert r["false_confirm_upper"] <= 0.01 < cal.fcr_upper_bound(13, 2000)
+    assert r["false_confirm_rate"] == pytest.approx(0.006)
+
+
+def test_too_few_wrong_records_confirm_nothing(caplog):
+    # 100 wrong records, none above 0.5: even 0 of 100 bounds the rate at 3%, not 1%.
+    scores = np.r_[np.full(50, 0.99), np.full(100, 0.1)]
+    right = np.r_[np.ones(50), np.zeros(100)]
+    t = cal.pick_t_confirm(scores, right, 0.01)
+    assert t > 1.0 and "cannot bound" in caplog.text
+    assert cal.rates(scores, right, t, 0.0)["right_confirmed"] == 0.0
+
+
+def test_calibrate_stores_the_bound_behind_t_confirm():
+    s = synthetic_sample(n=200)
+    policy, _ = cal.calibrate(s, target_fcr=0.02, verifier="record", n_wrong=4)
+    point, _ = cal.calibrate(s, target_fcr=0.02, verifier="record", n_wrong=4, confidence=None)
+    fc = policy.stats["false_confirm"]
+    assert fc["wrong_records"] == 800 and fc["confidence"] == 0.95
+    assert fc["estimate"] == pytest.approx(fc["wrong_confirmed"] / 800)
+    assert fc["upper_bound"] == pytest.approx(cal.fcr_upper_bound(fc["wrong_confirmed"], 800))
+    assert fc["upper_bound"] <= 0.02 and policy.stats["threshold_rule"] == "upper bound"
+    assert point.t_confirm < policy.t_confirm and point.stats["false_confirm"]["upper_bound"] > 0.02
+    line = cal.describe_false_confirms(policy)
+    assert f"({fc['wrong_confirmed']} of 800 wrong records)" in line and "95% upper bound" in line
+    with pytest.raises(BinventoryError, match="confidence"):
+        cal.calibrate(s, confidence=1.0)
 
 
 def test_thresholds_keep_t_flag_below_t_confirm():
@@ -210,7 +265,7 @@ def test_calibrate_auto_picks_the_verifier_that_confirms_more():
     assert policy.t_flag < policy.t_confirm and policy.model_version == "synthetic"
     assert set(policy.stats["measured"]) == {"blind", "record"}
     for c in candidates:
-        assert c.rates["false_confirm_rate"] <= 0.02
+        assert c.rates["false_confirm_upper"] <= 0.02
 
 
 def test_calibrate_falls_back_to_blind_on_tiny_data(caplog):
