@@ -320,7 +320,9 @@ def free_port() -> int:
 def test_real_server_serves_and_stops_cleanly_on_sigterm(model_path, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # Its own data folder: serve keeps an inventory there, never in the repository's data/.
+    env = dict(os.environ, PYTHONPATH=str(REPO), BINVENTORY_DATA_DIR=str(tmp_path / "data"))
+    env.pop("BINVENTORY_DB_URL", None)
     log_path = tmp_path / "server.log"  # a file, not a pipe nobody reads that could fill up
     log_file = log_path.open("wb")
     # A long batching wait keeps a request queued while SIGTERM arrives: it must still be answered.
