@@ -47,26 +47,17 @@ def create_app(predictor: Predictor, settings: Settings | None = None, *, db=Non
 
     if db is None:
         return app
-    from binventory.inventory.api import inventory_router
+    from binventory.inventory import api
     from binventory.inventory.db import data_dir
     from binventory.inventory.policy import Policy, check_policy
+    from binventory.web import install as install_dashboard
 
     policy = policy or Policy.default()
     mismatch = check_policy(policy, predictor, allow_mismatch=allow_policy_mismatch,
                             override="--allow-policy-mismatch")
     app.state.counting.readiness["policy_mismatch"] = mismatch
-    app.state.db, app.state.policy = db, policy
-    app.include_router(inventory_router(db, policy, app.state.counting,
-                                        image_dir or data_dir() / "observations",
-                                        reads_need_token=reads_need_token))
-    from fastapi.staticfiles import StaticFiles
-
-    from binventory.web import STATIC_DIR, SignInRequired, dashboard_router, sign_in_redirect
-
-    app.include_router(dashboard_router(db, policy, app.state.counting, reads_need_token=reads_need_token,
-                                        policy_mismatch=mismatch))
-    app.add_exception_handler(SignInRequired, sign_in_redirect)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    api.install(app, db, policy, image_dir or data_dir() / "observations", reads_need_token=reads_need_token)
+    install_dashboard(app, policy_mismatch=mismatch)
     return app
 
 

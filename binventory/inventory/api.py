@@ -10,6 +10,8 @@ images, 413 for huge uploads.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from typing import Annotated
 from datetime import datetime
 from pathlib import Path
 
@@ -27,7 +29,8 @@ from binventory.inventory.models import AuditTask, Observation, utcnow
 from binventory.inventory.policy import Policy
 from binventory.inventory.reconcile import Photo, load_bins, register_model, write_observations
 from binventory.inventory.tokens import check_token
-from binventory.inventory.views import bin_detail, bin_page, observation_dict, task_dict
+from binventory.inventory.views import (adjustment_dict, bin_detail, bin_history, bin_page, observation_dict,
+                                        task_dict)
 from binventory.serving.service import (IMAGE_TYPES, ApiError, CountingService, counting_errors,
                                         media_type_of, read_body)
 
@@ -77,156 +80,192 @@ def token_user(db: Database, request: Request) -> str | None:
     return request.state.token_user
 
 
-def inventory_router(db: Database, policy: Policy, counting: CountingService,
-                     image_dir: str | Path, *, reads_need_token: bool = False) -> APIRouter:
-    def reader(request: Request) -> None:
-        if reads_need_token and token_user(db, request) is None:
-            raise ApiError(401, "unauthorized", "this service listens beyond loopback: reads need a valid "
-                                                "'Authorization: Bearer <token>' header too "
-                                                "(binventory inventory token create)")
-
-    router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERRORS, dependencies=[Depends(reader)])
-    image_dir = Path(image_dir)
+@dataclass
+class InventoryService:
+    """What the inventory's routes share, kept on ``app.state.inventory`` (``install``)."""
+    db: Database
+    policy: Policy
+    image_dir: Path
+    reads_need_token: bool = False
     # The served model is recorded (with its thresholds) with the first upload it judges, not
     # again with every photo: the policy alone is ~100 KB of JSON. Other replicas may record it
     # at the same moment: register_model is an upsert, so that is harmless.
-    registered = False
-
-    def writer(request: Request) -> str:
-        """The name behind the request's token (every write needs one)."""
-        name = token_user(db, request)
-        if name is None:
-            raise ApiError(401, "unauthorized", "writes need a valid 'Authorization: Bearer <token>' "
-                                                "header (binventory inventory token create)")
-        return name
-
-    @router.get("/bins", summary="Bins with their expected quantity and latest decision")
-    def list_bins(q: str | None = None, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
-        with db.reader() as session:
-            return bin_page(session, q, limit, offset)
-
-    @router.get("/bins/{code}", summary="A bin's contents (SKUs and expected quantities)")
-    def get_bin(code: str):
-        with db.reader() as session:
-            return _domain_errors(bin_detail, session, code)
-
-    @router.get("/bins/{code}/history", summary="A bin's observations, audit tasks and ledger")
-    def history(code: str, limit: int = Query(50, ge=1, le=500)):
-        with db.reader() as session:
-            found = _domain_errors(audit.get_bin, session, code)
-            tasks = session.scalars(select(AuditTask).where(AuditTask.bin_id == found.id)
-                                    .order_by(AuditTask.id.desc()).limit(limit))
-            return {"bin": code,
-                    "observations": [observation_dict(o) for o in audit.observations(session, found.id, limit)],
-                    "tasks": [task_dict(t) for t in tasks],
-                    "ledger": [_adjustment(a) for a in audit.ledger(session, found.id, limit)]}
-
-    @router.get("/bins/{code}/observations", summary="A bin's observations, newest first")
-    def bin_observations(code: str, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
-        with db.reader() as session:
-            found = _domain_errors(audit.get_bin, session, code)
-            return [observation_dict(o) for o in audit.observations(session, found.id, limit, offset)]
-
-    @router.post("/bins/{code}/observations", status_code=201,
-                 summary="A robot uploads a photo of a bin and gets the decision",
-                 openapi_extra={"requestBody": {"required": True, "content": {
-                     t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES}}})
-    async def observe(code: str, request: Request, actor: str = Depends(writer),
-                      captured_at: datetime | None = Query(None, description="when the photo was taken")):
-        media_type = media_type_of(request, IMAGE_TYPES)
-        with db.reader() as session:
-            view = load_bins(session, [code]).get(code)
-        if view is None:
-            raise ApiError(404, "not_found", f"unknown bin {code!r}")
-        data = await read_body(request, counting.settings.max_body_bytes)
-        with counting_errors():
-            probs = await counting.probabilities(data)
-        return await run_in_threadpool(_record, view, data, media_type, probs, captured_at, code)
-
-    def _record(view, data: bytes, media_type: str, probs: np.ndarray, captured_at, code: str) -> dict:
-        sha = hashlib.sha256(data).hexdigest()
-        path = image_dir / sha[:2] / (sha + (".png" if media_type == "image/png" else ".jpg"))
-        if not path.exists():
-            atomic_write_bytes(path, data)
-        predictor = counting.predictor
-        decision = policy.decide(probs[None], predictor.classes, [view.expected], [view.records])[0]
-        nonlocal registered
-        photo = Photo(code, str(path), sha, captured_at or utcnow())
-        with db.session() as session:
-            if not registered:
-                register_model(session, predictor, policy)
-            obs_id = write_observations(session, [view], [photo], probs[None], predictor.classes.names,
-                                        predictor.model_id, [decision])[0]
-            duplicate = obs_id is None
-            if duplicate:
-                obs_id = session.scalar(select(Observation.id).where(
-                    Observation.bin_id == view.bin_id, Observation.image_sha256 == sha,
-                    Observation.model_version == predictor.model_id))
-            obs = session.get(Observation, obs_id)
-            task = session.scalar(select(AuditTask).where(AuditTask.observation_id == obs_id))
-            answer = {**observation_dict(obs), "duplicate": duplicate,
-                      "task": task_dict(task) if task is not None else None}
-        registered = True  # committed
-        return answer
-
-    @router.get("/observations/{obs_id}/image", summary="The photo of an observation",
-                response_class=Response)
-    async def observation_image(obs_id: int):
-        with db.reader() as session:
-            obs = session.get(Observation, obs_id)
-        if obs is None:
-            raise ApiError(404, "not_found", f"unknown observation {obs_id}")
-        if obs.image_uri.startswith("s3://"):
-            data = await run_in_threadpool(counting.fetch, obs.image_uri)
-        else:
-            try:
-                data = await run_in_threadpool(Path(obs.image_uri).read_bytes)
-            except OSError:
-                raise ApiError(404, "not_found", f"the photo of observation {obs_id} is gone") from None
-        kind = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
-        return Response(data, media_type=kind, headers={"Cache-Control": "max-age=86400"})
-
-    @router.get("/audit-tasks", summary="The audit queue, highest priority first")
-    def tasks(status: str | None = "open", bin: str | None = None,
-              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
-        with db.reader() as session:
-            rows, total = _domain_errors(audit.list_tasks, session, status=status or None,
-                                         bin_code=bin, limit=limit, offset=offset)
-            return {"total": total, "tasks": [task_dict(t) for t in rows]}
-
-    @router.get("/audit-tasks/{task_id}", summary="One audit task")
-    def get_task(task_id: int):
-        with db.reader() as session:
-            return task_dict(_domain_errors(audit.get_task, session, task_id))
-
-    @router.post("/audit-tasks/{task_id}/claim", summary="Take a task (open -> in_progress)")
-    def claim(task_id: int, body: ClaimRequest, actor: str = Depends(writer)):
-        with db.session() as session:
-            return task_dict(_domain_errors(audit.claim, session, task_id, body.assignee or actor))
-
-    @router.post("/audit-tasks/{task_id}/resolve", summary="Record a recount; writes the ledger")
-    def resolve(task_id: int, body: ResolveRequest, actor: str = Depends(writer)):
-        with db.session() as session:
-            task, adjustments = _domain_errors(
-                audit.resolve, session, task_id, counted_quantity=body.counted_quantity, actor=actor,
-                reason_code=body.reason_code, sku_counts=body.sku_counts, note=body.note)
-            return {"task": task_dict(task), "adjustments": [_adjustment(a) for a in adjustments]}
-
-    @router.post("/audit-tasks/{task_id}/cancel", summary="Drop a task without a recount")
-    def cancel(task_id: int, body: CancelRequest, actor: str = Depends(writer)):
-        with db.session() as session:
-            return task_dict(_domain_errors(audit.cancel, session, task_id, actor, body.note))
-
-    @router.get("/ledger", summary="Adjustments, newest first")
-    def get_ledger(bin: str | None = None, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
-        with db.reader() as session:
-            bin_id = _domain_errors(audit.get_bin, session, bin).id if bin else None
-            return [_adjustment(a) for a in audit.ledger(session, bin_id, limit, offset)]
-
-    return router
+    registered: bool = False
 
 
-def _adjustment(a) -> dict:
-    return {"id": a.id, "sku": a.sku.asin, "delta": a.delta, "quantity_before": a.quantity_before,
-            "quantity_after": a.quantity_after, "reason_code": a.reason_code, "task_id": a.task_id,
-            "actor": a.actor, "created_at": a.created_at.isoformat()}
+def inventory(request: Request) -> InventoryService:
+    return request.app.state.inventory
+
+
+def database(request: Request) -> Database:
+    return request.app.state.inventory.db
+
+
+def counting_service(request: Request) -> CountingService:
+    return request.app.state.counting
+
+
+def reader(request: Request, inv: InventoryService = Depends(inventory)) -> None:
+    if inv.reads_need_token and token_user(inv.db, request) is None:
+        raise ApiError(401, "unauthorized", "this service listens beyond loopback: reads need a valid "
+                                            "'Authorization: Bearer <token>' header too "
+                                            "(binventory inventory token create)")
+
+
+def writer(request: Request, db: Database = Depends(database)) -> str:
+    """The name behind the request's token (every write needs one)."""
+    name = token_user(db, request)
+    if name is None:
+        raise ApiError(401, "unauthorized", "writes need a valid 'Authorization: Bearer <token>' "
+                                            "header (binventory inventory token create)")
+    return name
+
+
+# What a route asks for; FastAPI provides it per request.
+DB = Annotated[Database, Depends(database)]
+Actor = Annotated[str, Depends(writer)]
+router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERRORS, dependencies=[Depends(reader)])
+
+
+def install(app, db: Database, policy: Policy, image_dir: str | Path, *, reads_need_token: bool = False) -> None:
+    """Serve the inventory API on ``app`` (the counting service's app: its ``state.counting``)."""
+    app.state.inventory = InventoryService(db, policy, Path(image_dir), reads_need_token)
+    app.include_router(router)
+
+
+@router.get("/bins", summary="Bins with their expected quantity and latest decision")
+def list_bins(db: DB, q: str | None = None, limit: int = Query(50, ge=1, le=500),
+              offset: int = Query(0, ge=0)):
+    with db.reader() as session:
+        return bin_page(session, q, limit, offset)
+
+
+@router.get("/bins/{code}", summary="A bin's contents (SKUs and expected quantities)")
+def get_bin(code: str, db: DB):
+    with db.reader() as session:
+        return _domain_errors(bin_detail, session, code)
+
+
+@router.get("/bins/{code}/history", summary="A bin's observations, audit tasks and ledger")
+def history(code: str, db: DB, limit: int = Query(50, ge=1, le=500)):
+    with db.reader() as session:
+        found = _domain_errors(bin_history, session, code, observations=(limit, 0), ledger=(limit, 0),
+                               tasks=limit)
+        return {"bin": code, "observations": found["observations"], "tasks": found["tasks"],
+                "ledger": found["ledger"]}
+
+
+@router.get("/bins/{code}/observations", summary="A bin's observations, newest first")
+def bin_observations(code: str, db: DB, limit: int = Query(50, ge=1, le=500),
+                     offset: int = Query(0, ge=0)):
+    with db.reader() as session:
+        found = _domain_errors(audit.get_bin, session, code)
+        return [observation_dict(o) for o in audit.observations(session, found.id, limit, offset)]
+
+
+@router.post("/bins/{code}/observations", status_code=201,
+             summary="A robot uploads a photo of a bin and gets the decision",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES}}})
+async def observe(code: str, request: Request, actor: Actor,
+                  captured_at: datetime | None = Query(None, description="when the photo was taken"),
+                  inv: InventoryService = Depends(inventory),
+                  counting: CountingService = Depends(counting_service)):
+    media_type = media_type_of(request, IMAGE_TYPES)
+    with inv.db.reader() as session:
+        view = load_bins(session, [code]).get(code)
+    if view is None:
+        raise ApiError(404, "not_found", f"unknown bin {code!r}")
+    data = await read_body(request, counting.settings.max_body_bytes)
+    with counting_errors():
+        probs = await counting.probabilities(data)
+    return await run_in_threadpool(_record, inv, counting, view, data, media_type, probs, captured_at, code)
+
+
+def _record(inv: InventoryService, counting: CountingService, view, data: bytes, media_type: str,
+            probs: np.ndarray, captured_at, code: str) -> dict:
+    sha = hashlib.sha256(data).hexdigest()
+    path = inv.image_dir / sha[:2] / (sha + (".png" if media_type == "image/png" else ".jpg"))
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    predictor = counting.predictor
+    decision = inv.policy.decide(probs[None], predictor.classes, [view.expected], [view.records])[0]
+    photo = Photo(code, str(path), sha, captured_at or utcnow())
+    with inv.db.session() as session:
+        if not inv.registered:
+            register_model(session, predictor, inv.policy)
+        obs_id = write_observations(session, [view], [photo], probs[None], predictor.classes.names,
+                                    predictor.model_id, [decision])[0]
+        duplicate = obs_id is None
+        if duplicate:
+            obs_id = session.scalar(select(Observation.id).where(
+                Observation.bin_id == view.bin_id, Observation.image_sha256 == sha,
+                Observation.model_version == predictor.model_id))
+        obs = session.get(Observation, obs_id)
+        task = session.scalar(select(AuditTask).where(AuditTask.observation_id == obs_id))
+        answer = {**observation_dict(obs), "duplicate": duplicate,
+                  "task": task_dict(task) if task is not None else None}
+    inv.registered = True  # committed
+    return answer
+
+
+@router.get("/observations/{obs_id}/image", summary="The photo of an observation", response_class=Response)
+async def observation_image(obs_id: int, db: DB,
+                            counting: CountingService = Depends(counting_service)):
+    with db.reader() as session:
+        obs = session.get(Observation, obs_id)
+    if obs is None:
+        raise ApiError(404, "not_found", f"unknown observation {obs_id}")
+    if obs.image_uri.startswith("s3://"):
+        data = await run_in_threadpool(counting.fetch, obs.image_uri)
+    else:
+        try:
+            data = await run_in_threadpool(Path(obs.image_uri).read_bytes)
+        except OSError:
+            raise ApiError(404, "not_found", f"the photo of observation {obs_id} is gone") from None
+    kind = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
+    return Response(data, media_type=kind, headers={"Cache-Control": "max-age=86400"})
+
+
+@router.get("/audit-tasks", summary="The audit queue, highest priority first")
+def tasks(db: DB, status: str | None = "open", bin: str | None = None,
+          limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
+    with db.reader() as session:
+        rows, total = _domain_errors(audit.list_tasks, session, status=status or None,
+                                     bin_code=bin, limit=limit, offset=offset)
+        return {"total": total, "tasks": [task_dict(t) for t in rows]}
+
+
+@router.get("/audit-tasks/{task_id}", summary="One audit task")
+def get_task(task_id: int, db: DB):
+    with db.reader() as session:
+        return task_dict(_domain_errors(audit.get_task, session, task_id))
+
+
+@router.post("/audit-tasks/{task_id}/claim", summary="Take a task (open -> in_progress)")
+def claim(task_id: int, body: ClaimRequest, actor: Actor, db: DB):
+    with db.session() as session:
+        return task_dict(_domain_errors(audit.claim, session, task_id, body.assignee or actor))
+
+
+@router.post("/audit-tasks/{task_id}/resolve", summary="Record a recount; writes the ledger")
+def resolve(task_id: int, body: ResolveRequest, actor: Actor, db: DB):
+    with db.session() as session:
+        task, adjustments = _domain_errors(
+            audit.resolve, session, task_id, counted_quantity=body.counted_quantity, actor=actor,
+            reason_code=body.reason_code, sku_counts=body.sku_counts, note=body.note)
+        return {"task": task_dict(task), "adjustments": [adjustment_dict(a) for a in adjustments]}
+
+
+@router.post("/audit-tasks/{task_id}/cancel", summary="Drop a task without a recount")
+def cancel(task_id: int, body: CancelRequest, actor: Actor, db: DB):
+    with db.session() as session:
+        return task_dict(_domain_errors(audit.cancel, session, task_id, actor, body.note))
+
+
+@router.get("/ledger", summary="Adjustments, newest first")
+def get_ledger(db: DB, bin: str | None = None, limit: int = Query(100, ge=1, le=1000),
+               offset: int = Query(0, ge=0)):
+    with db.reader() as session:
+        bin_id = _domain_errors(audit.get_bin, session, bin).id if bin else None
+        return [adjustment_dict(a) for a in audit.ledger(session, bin_id, limit, offset)]

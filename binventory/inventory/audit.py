@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Float, Integer, String, bindparam, case, func, select, text, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from binventory import BinventoryError
 from binventory.inventory.db import dialect_insert
@@ -55,8 +55,9 @@ def expected_quantity(session: Session, bin_id: int) -> int:
 
 
 def list_tasks(session: Session, *, status: str | None = None, bin_code: str | None = None,
-               limit: int = 50, offset: int = 0) -> tuple[list[AuditTask], int]:
-    """Tasks by priority (highest first), then age; and how many match in all."""
+               limit: int = 50, offset: int = 0, options=()) -> tuple[list[AuditTask], int]:
+    """Tasks by priority (highest first), then age; and how many match in all. ``options``:
+    loader options for the page's query (e.g. its photos)."""
     if status is not None and status not in TASK_STATUSES:
         raise Invalid(f"status must be one of {TASK_STATUSES}, got {status!r}")
     query = select(AuditTask)
@@ -65,8 +66,7 @@ def list_tasks(session: Session, *, status: str | None = None, bin_code: str | N
     if bin_code is not None:
         query = query.where(AuditTask.bin_id == get_bin(session, bin_code).id)
     total = session.scalar(select(func.count()).select_from(query.subquery()))
-    # Each task's bin in the same query: a page would otherwise load its bins one by one.
-    rows = session.scalars(query.options(joinedload(AuditTask.bin))
+    rows = session.scalars(query.options(*options)
                            .order_by(AuditTask.priority.desc(), AuditTask.id).limit(limit).offset(offset)).all()
     return list(rows), int(total)
 

@@ -18,14 +18,11 @@ from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Inde
                         Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from binventory.inventory.reasons import AGREED_REASON, REASON_CODES  # noqa: F401 (re-exported)
+
 DECISIONS = ("confirm", "flag", "review")
 TASK_STATUSES = ("open", "in_progress", "resolved", "cancelled")
 ACTIVE_STATUSES = ("open", "in_progress")
-# Why a recount differed from the record (cycle-count tools use similar lists).
-REASON_CODES = ("miscount", "damaged", "misplaced", "not_received", "found", "theft_or_loss",
-                "other")
-# Closing a task whose count agrees with the record needs no cause.
-AGREED_REASON = "count_confirmed"
 
 
 def utcnow() -> datetime:
@@ -90,7 +87,7 @@ class Observation(Base):
     decision: Mapped[str] = mapped_column(String(16))
     score: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    bin: Mapped[Bin] = relationship()
+    bin: Mapped[Bin] = relationship(lazy="joined")  # every answer names the bin
     __table_args__ = (
         # The idempotency key: the same photo of the same bin judged by the same model once.
         UniqueConstraint("bin_id", "image_sha256", "model_version", name="uq_observation_key"),
@@ -118,7 +115,7 @@ class AuditTask(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    bin: Mapped[Bin] = relationship()
+    bin: Mapped[Bin] = relationship(lazy="joined")
     observation: Mapped[Observation | None] = relationship()
     __table_args__ = (
         CheckConstraint("status IN ('open', 'in_progress', 'resolved', 'cancelled')",
@@ -145,6 +142,7 @@ class Adjustment(Base):
     actor: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sku: Mapped[Sku] = relationship(lazy="joined")
+    bin: Mapped[Bin] = relationship(lazy="joined")
     __table_args__ = (CheckConstraint("delta <> 0", name="ck_adjustment_delta"),)
 
 

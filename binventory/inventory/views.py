@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from binventory.inventory import audit
 from binventory.inventory.models import (ACTIVE_STATUSES, DECISIONS, TASK_STATUSES, Adjustment, AuditTask,
@@ -28,6 +28,13 @@ def task_dict(t: AuditTask) -> dict:
             "reason_code": t.reason_code, "note": t.note, "resolved_by": t.resolved_by,
             "resolved_at": t.resolved_at.isoformat() if t.resolved_at else None,
             "created_at": t.created_at.isoformat()}
+
+
+def adjustment_dict(a: Adjustment) -> dict:
+    return {"id": a.id, "bin": a.bin.code, "sku": a.sku.asin, "delta": a.delta,
+            "quantity_before": a.quantity_before, "quantity_after": a.quantity_after,
+            "reason_code": a.reason_code, "task_id": a.task_id, "actor": a.actor,
+            "created_at": a.created_at.isoformat()}
 
 
 def _expected():
@@ -73,6 +80,50 @@ def bin_detail(session: Session, code: str) -> dict:
                  "weight": c.sku.weight} for c in found.contents]
     return {"bin": found.code, "expected_quantity": sum(c["quantity"] for c in contents),
             "contents": contents, "active_task": task_dict(active) if active else None}
+
+
+def queue(session: Session, *, status: str | None = None, bin_code: str | None = None,
+          limit: int = 50, offset: int = 0) -> dict:
+    """A page of the audit queue with each task's photo: its score, when it was taken and the
+    model's count distribution."""
+    tasks, total = audit.list_tasks(session, status=status, bin_code=bin_code, limit=limit, offset=offset,
+                                    options=[joinedload(AuditTask.observation)])
+    rows = []
+    for t in tasks:
+        obs = t.observation
+        rows.append({**task_dict(t), "score": obs.score if obs else None,
+                     "captured_at": obs.captured_at if obs else None,
+                     "probabilities": obs.probabilities if obs else None})
+    return {"total": total, "tasks": rows}
+
+
+def bin_history(session: Session, code: str, *, observations: tuple[int, int] = (50, 0),
+                ledger: tuple[int, int] = (50, 0), tasks: int = 10) -> dict:
+    """A bin's page: its detail, a page of observations and of ledger entries (each ``(limit,
+    offset)``) with their totals, and its latest audit tasks."""
+    detail = bin_detail(session, code)
+    bin_id = session.scalar(select(Bin.id).where(Bin.code == code))
+    return {
+        "bin": detail,
+        "observations": [observation_dict(o)
+                         for o in audit.observations(session, bin_id, *observations)],
+        "n_observations": session.scalar(select(func.count(Observation.id)).where(Observation.bin_id == bin_id)),
+        "ledger": [adjustment_dict(a) for a in audit.ledger(session, bin_id, *ledger)],
+        "n_ledger": session.scalar(select(func.count(Adjustment.id)).where(Adjustment.bin_id == bin_id)),
+        "tasks": [task_dict(t) for t in session.scalars(
+            select(AuditTask).where(AuditTask.bin_id == bin_id).order_by(AuditTask.id.desc()).limit(tasks))],
+    }
+
+
+def find_model(session: Session, version: str | None = None) -> Model | None:
+    """The model of that version, or the one that judged a photo last."""
+    if version:
+        return session.get(Model, version)
+    return session.scalar(select(Model).order_by(Model.last_used_at.desc()).limit(1))
+
+
+def model_versions(session: Session, limit: int = 50) -> list[str]:
+    return list(session.scalars(select(Model.version).order_by(Model.last_used_at.desc()).limit(limit)))
 
 
 def overview(session: Session) -> dict:
