@@ -14,8 +14,25 @@ import sys
 from binventory import BinventoryError, __version__
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default and keeps the layout of descriptions and epilogs."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Says once what an option defaults to and keeps the layout of descriptions and epilogs.
+
+    A required option says "(required)"; an option gets "(default: X)" unless its help already
+    names its default (many say what an unset value means, e.g. "default: all cores") or it has
+    none worth stating (None, off, empty): argparse's ArgumentDefaultsHelpFormatter appended
+    "(default: None)" to those."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required and action.option_strings:
+            return f"{text} (required)"
+        default = action.default
+        if ("default" in text or default is None or default is False or default == argparse.SUPPRESS
+                or (isinstance(default, (str, list, tuple)) and not default)):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
 
 
 class DeferredParser(argparse.ArgumentParser):

@@ -337,19 +337,18 @@ def print_table(candidates: Sequence[Candidate], chosen: str, console=None) -> N
 
 # ---- command line ----------------------------------------------------------------------------
 
-def add_parser(sub, formatter) -> None:
-    p = sub.add_parser(
-        "calibrate", formatter_class=formatter,
-        help="fit the record verifier and pick confirm/flag thresholds on validation data",
-        description="Count a manifest split's images, inject record errors into copies of their "
-                    "metadata (one SKU's quantity +-1..+-3, several wrong copies per image), fit "
-                    "the record verifier (cross-fitted by image) and pick t_confirm = the lowest "
-                    "threshold at which an upper confidence bound (Clopper-Pearson) of the "
-                    "false-confirm rate (wrong records confirmed / wrong records) is <= the "
-                    f"target, and t_flag = the highest at which <= {MAX_FLAG_RIGHT:.0%} "
-                    "of right records are flagged. Writes the policy as JSON.",
-        epilog="example:\n  binventory inventory calibrate --model runs/m/model.pt "
-               "--manifest data/abid/manifest.parquet --out runs/m/policy.json")
+def define_parser(p: argparse.ArgumentParser) -> None:
+    """The options of ``binventory inventory calibrate``, defined on the sub-command's parser only
+    when it is the command given (importing this module loads numpy and scikit-learn)."""
+    p.description = ("Count a manifest split's images, inject record errors into copies of their "
+                     "metadata (one SKU's quantity +-1..+-3, several wrong copies per image), fit "
+                     "the record verifier (cross-fitted by image) and pick t_confirm = the lowest "
+                     "threshold at which an upper confidence bound (Clopper-Pearson) of the "
+                     "false-confirm rate (wrong records confirmed / wrong records) is <= the "
+                     f"target, and t_flag = the highest at which <= {MAX_FLAG_RIGHT:.0%} "
+                     "of right records are flagged. Writes the policy as JSON.")
+    p.epilog = ("example:\n  binventory inventory calibrate --model runs/m/model.pt "
+                "--manifest data/abid/manifest.parquet --out runs/m/policy.json")
     p.add_argument("--model", type=Path, required=True, help="counting model artifact (model.pt)")
     p.add_argument("--manifest", type=Path, required=True, help="manifest with a split column")
     p.add_argument("--split", default="val", help="split to calibrate on (never the test split)")

@@ -24,10 +24,16 @@ def add_parsers(commands, formatter) -> None:
     _reconcile_parser(commands, formatter)
 
 
-def _inventory_commands(inv, formatter) -> None:
+def _define_calibrate(p) -> None:
     # calibrate's options live beside its code, which loads numpy, scikit-learn and torch: only
-    # 'binventory inventory ...' pays for that (binventory.cli.DeferredParser).
+    # 'binventory inventory calibrate' pays for that (binventory.cli.DeferredParser).
     from binventory.inventory import calibrate
+
+    calibrate.define_parser(p)
+
+
+def _inventory_commands(inv, formatter) -> None:
+    from binventory.inventory.reasons import AGREED_REASON, REASON_CODES
 
     sub = inv.add_subparsers(dest="inventory_command", metavar="COMMAND", required=True)
 
@@ -58,49 +64,76 @@ def _inventory_commands(inv, formatter) -> None:
     p.add_argument("--seed", type=int, default=0, help="which bins get errors, and which")
     p.set_defaults(func=_import)
 
-    calibrate.add_parser(sub, formatter)
+    sub.add_parser("calibrate", formatter_class=formatter, define=_define_calibrate,
+                   help="fit the record verifier and pick confirm/flag thresholds on validation data")
 
     p = sub.add_parser("status", formatter_class=formatter,
-                       help="the inventory in numbers: decisions, queue, ledger, model")
+                       help="the inventory in numbers: decisions, queue, ledger, model",
+                       description="Print each bin's latest decision (confirmed, flagged, in "
+                                   "review), the audit queue, the ledger's size and the active "
+                                   "model's thresholds. Reads only: a database that does not "
+                                   "exist is an error.")
     _db(p)
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("tasks", formatter_class=formatter, help="list audit tasks by priority")
+    p = sub.add_parser("tasks", formatter_class=formatter, help="list audit tasks by priority",
+                       description="List audit tasks, highest priority first: the recounts the "
+                                   "policy asked for (flag: a likely discrepancy; review: the "
+                                   "model was unsure), with the record and the model's count.")
     _db(p)
     p.add_argument("--status", default="open", help="open, in_progress, resolved, cancelled or all")
     p.add_argument("--bin", default=None, help="only this bin's tasks")
     p.add_argument("--limit", type=int, default=20, help="how many")
     p.set_defaults(func=_tasks)
 
-    p = sub.add_parser("claim", formatter_class=formatter, help="take an open task")
+    p = sub.add_parser("claim", formatter_class=formatter, help="take an open task",
+                       description="Mark an open task in progress with the person who recounts "
+                                   "the bin, so that no one else takes it.",
+                       epilog="example:\n  binventory inventory claim 17 --assignee alice")
     _db(p)
     p.add_argument("task", type=int, help="task id")
     p.add_argument("--assignee", required=True, help="who recounts")
     p.set_defaults(func=_claim)
 
     p = sub.add_parser("resolve", formatter_class=formatter,
-                       help="record a recount (writes the ledger when it differs)")
+                       help="record a recount (writes the ledger when it differs)",
+                       description="Close a task with the items a person counted in the bin. A "
+                                   "count that differs from the record changes the record and "
+                                   "writes a ledger line with the reason code; one that agrees "
+                                   "changes nothing.",
+                       epilog="example:\n  binventory inventory resolve 17 --count 3 --by alice "
+                              "--reason-code miscount")
     _db(p)
     p.add_argument("task", type=int, help="task id")
     p.add_argument("--count", type=int, required=True, help="items counted in the bin")
-    p.add_argument("--reason-code", default=None,
-                   help="why the count differs from the record (needed when it does)")
+    p.add_argument("--reason-code", default=None, choices=(*REASON_CODES, AGREED_REASON),
+                   metavar="CODE",
+                   help="why the count differs from the record, needed when it does: "
+                        f"{', '.join(REASON_CODES)} ({AGREED_REASON} or none when it agrees)")
     p.add_argument("--by", required=True, help="who counted")
     p.add_argument("--note", default=None, help="free text")
     p.set_defaults(func=_resolve)
 
-    token = sub.add_parser("token", formatter_class=formatter, help="API tokens for writes")
+    token = sub.add_parser("token", formatter_class=formatter, help="API tokens for writes",
+                           description="Bearer tokens for the API's writes and the dashboard's "
+                                       "sign-in. Only a token's SHA-256 is stored.")
     tsub = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
-    p = tsub.add_parser("create", formatter_class=formatter, help="make a token (shown once)")
+    p = tsub.add_parser("create", formatter_class=formatter, help="make a token (shown once)",
+                        description="Make a token for a person or a robot and print it: it is "
+                                    "shown only this once.")
     _db(p)
     p.add_argument("name", help="who or what uses it, e.g. 'robot-fleet-3' or 'alice'")
     p.set_defaults(func=_token_create)
-    p = tsub.add_parser("list", formatter_class=formatter, help="list tokens (names only)")
+    p = tsub.add_parser("list", formatter_class=formatter, help="list tokens (names only)",
+                        description="List every token's id, name, creation date and whether it "
+                                    "is live or revoked (never the token itself).")
     _db(p)
     p.set_defaults(func=_token_list)
-    p = tsub.add_parser("revoke", formatter_class=formatter, help="revoke every token of a name")
+    p = tsub.add_parser("revoke", formatter_class=formatter, help="revoke every token of a name",
+                        description="Revoke every live token of a name: requests carrying one "
+                                    "are refused from then on.")
     _db(p)
-    p.add_argument("name")
+    p.add_argument("name", help="the name given to 'token create'")
     p.set_defaults(func=_token_revoke)
 
 

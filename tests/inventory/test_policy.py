@@ -124,7 +124,7 @@ def _parser():
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
-    cal.add_parser(sub, HelpFormatter)
+    cal.define_parser(sub.add_parser("calibrate", formatter_class=HelpFormatter))
     return parser
 
 
