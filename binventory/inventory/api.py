@@ -42,6 +42,7 @@ ERRORS = {401: {"description": "missing or bad bearer token"}, 404: {"descriptio
 
 class ClaimRequest(BaseModel):
     assignee: str | None = Field(None, description="who recounts; default: the token's name")
+    take_over: bool = Field(False, description="reassign a task someone else has claimed (recorded)")
 
 
 class ResolveRequest(BaseModel):
@@ -49,6 +50,8 @@ class ResolveRequest(BaseModel):
     reason_code: str | None = Field(None, description="why the count differs from the record")
     sku_counts: dict[str, int] | None = Field(None, description="optional counts per ASIN")
     note: str | None = None
+    take_over: bool = Field(False, description="resolve a task someone else has claimed (recorded as "
+                                               "taken_over_from); without it such a task answers 409")
 
 
 class CancelRequest(BaseModel):
@@ -245,7 +248,8 @@ def get_task(task_id: int, db: DB):
 @router.post("/audit-tasks/{task_id}/claim", summary="Take a task (open -> in_progress)")
 def claim(task_id: int, body: ClaimRequest, actor: Actor, db: DB):
     with db.session() as session:
-        return task_dict(_domain_errors(audit.claim, session, task_id, body.assignee or actor))
+        return task_dict(_domain_errors(audit.claim, session, task_id, body.assignee or actor,
+                                        take_over=body.take_over))
 
 
 @router.post("/audit-tasks/{task_id}/resolve", summary="Record a recount; writes the ledger")
@@ -253,7 +257,8 @@ def resolve(task_id: int, body: ResolveRequest, actor: Actor, db: DB):
     with db.session() as session:
         task, adjustments = _domain_errors(
             audit.resolve, session, task_id, counted_quantity=body.counted_quantity, actor=actor,
-            reason_code=body.reason_code, sku_counts=body.sku_counts, note=body.note)
+            reason_code=body.reason_code, sku_counts=body.sku_counts, note=body.note,
+            take_over=body.take_over)
         return {"task": task_dict(task), "adjustments": [adjustment_dict(a) for a in adjustments]}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Integer, String, bindparam, case, func, select, text, update
+from sqlalchemy import Float, Integer, String, bindparam, case, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from binventory import BinventoryError
@@ -145,25 +145,50 @@ def open_tasks(session: Session, findings: list[tuple[int, int, Finding]]) -> No
         open_tasks(session, [f for f in findings if f[0] in retry])
 
 
-def _transition(session: Session, task_id: int, allowed: tuple[str, ...], **values) -> AuditTask:
-    result = session.execute(update(AuditTask)
-                             .where(AuditTask.id == task_id, AuditTask.status.in_(allowed))
-                             .values(updated_at=utcnow(), **values))
+def _transition(session: Session, task_id: int, allowed: tuple[str, ...], *, holder: str | None = None,
+                **values) -> AuditTask:
+    """Move a task that is in one of the ``allowed`` states; with ``holder``, only while nobody
+    else has claimed it (checked in the same UPDATE, so a claim made meanwhile wins)."""
+    query = update(AuditTask).where(AuditTask.id == task_id, AuditTask.status.in_(allowed))
+    if holder is not None:
+        query = query.where(or_(AuditTask.status == "open", AuditTask.assignee.is_(None),
+                                AuditTask.assignee == holder))
+    result = session.execute(query.values(updated_at=utcnow(), **values))
     task = get_task(session, task_id)
     if result.rowcount != 1:
+        session.refresh(task)
+        if task.status in allowed:  # the holder test failed
+            raise _claimed(task)
         raise Conflict(f"audit task {task_id} is {task.status}; this needs it "
                        f"{' or '.join(allowed)}")
     session.refresh(task)
     return task
 
 
-def claim(session: Session, task_id: int, assignee: str) -> AuditTask:
+def _claimed(task: AuditTask) -> Conflict:
+    return Conflict(f"audit task {task.id} is claimed by {task.assignee}: take it over "
+                    f"(take_over) to work on it instead")
+
+
+def _claimed_by_other(task: AuditTask, name: str) -> bool:
+    return task.status == "in_progress" and task.assignee not in (None, name)
+
+
+def claim(session: Session, task_id: int, assignee: str, *, take_over: bool = False) -> AuditTask:
+    """Give an open task to ``assignee``. A task someone else has claimed moves only with
+    ``take_over``, which records whom it was taken from."""
     if not assignee.strip():
         raise Invalid("assignee must not be empty")
     task = get_task(session, task_id)
     if task.status == "in_progress" and task.assignee == assignee:
         return task  # claiming twice is harmless
-    return _transition(session, task_id, ("open",), status="in_progress", assignee=assignee)
+    if not take_over:
+        if _claimed_by_other(task, assignee):
+            raise _claimed(task)
+        return _transition(session, task_id, ("open",), status="in_progress", assignee=assignee)
+    previous = task.assignee if _claimed_by_other(task, assignee) else None
+    return _transition(session, task_id, ACTIVE_STATUSES, status="in_progress", assignee=assignee,
+                       taken_over_from=previous)
 
 
 def cancel(session: Session, task_id: int, actor: str, note: str | None = None) -> AuditTask:
@@ -209,8 +234,9 @@ def _per_sku_changes(session: Session, lines: list[BinContent], sku_counts: dict
 
 def resolve(session: Session, task_id: int, *, counted_quantity: int, actor: str,
             reason_code: str | None = None, sku_counts: dict[str, int] | None = None,
-            note: str | None = None) -> tuple[AuditTask, list[Adjustment]]:
-    """Close a task with what a person counted; returns the task and the ledger rows written."""
+            note: str | None = None, take_over: bool = False) -> tuple[AuditTask, list[Adjustment]]:
+    """Close a task with what a person counted; returns the task and the ledger rows written.
+    A task another person has claimed needs ``take_over`` (recorded as ``taken_over_from``)."""
     if isinstance(counted_quantity, bool) or not isinstance(counted_quantity, int) or counted_quantity < 0:
         raise Invalid(f"counted_quantity must be a non-negative integer, got {counted_quantity!r}")
     if not actor.strip():
@@ -218,6 +244,9 @@ def resolve(session: Session, task_id: int, *, counted_quantity: int, actor: str
     task = get_task(session, task_id)
     if task.status not in ACTIVE_STATUSES:
         raise Conflict(f"audit task {task_id} is already {task.status}")
+    if _claimed_by_other(task, actor) and not take_over:
+        raise _claimed(task)
+    taken = {"taken_over_from": task.assignee} if _claimed_by_other(task, actor) else {"holder": actor}
     lines = list(session.scalars(select(BinContent).where(BinContent.bin_id == task.bin_id)))
     expected = sum(c.quantity for c in lines)
     if sku_counts:
@@ -234,7 +263,7 @@ def resolve(session: Session, task_id: int, *, counted_quantity: int, actor: str
         raise Invalid(f"unknown reason_code {reason_code!r}")
     task = _transition(session, task_id, ACTIVE_STATUSES, status="resolved",
                        counted_quantity=counted_quantity, reason_code=reason_code or AGREED_REASON,
-                       resolved_by=actor, resolved_at=utcnow(), note=note)
+                       resolved_by=actor, resolved_at=utcnow(), note=note, **taken)
     held = {c.sku_id: c for c in lines}
     adjustments = []
     for sku_id, delta in sorted(changes.items()):

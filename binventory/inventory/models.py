@@ -108,6 +108,7 @@ class AuditTask(Base):
     expected_quantity: Mapped[int | None] = mapped_column(Integer)
     variance: Mapped[int | None] = mapped_column(Integer)
     assignee: Mapped[str | None] = mapped_column(String(128))
+    taken_over_from: Mapped[str | None] = mapped_column(String(128))  # the claimer a take-over overrode
     counted_quantity: Mapped[int | None] = mapped_column(Integer)
     reason_code: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(Text)

@@ -24,7 +24,8 @@ def task_dict(t: AuditTask) -> dict:
     return {"id": t.id, "bin": t.bin.code, "status": t.status, "priority": round(t.priority, 6),
             "reason": t.reason, "observation_id": t.observation_id,
             "predicted_count": t.predicted_count, "expected_quantity": t.expected_quantity,
-            "variance": t.variance, "assignee": t.assignee, "counted_quantity": t.counted_quantity,
+            "variance": t.variance, "assignee": t.assignee, "taken_over_from": t.taken_over_from,
+            "counted_quantity": t.counted_quantity,
             "reason_code": t.reason_code, "note": t.note, "resolved_by": t.resolved_by,
             "resolved_at": t.resolved_at.isoformat() if t.resolved_at else None,
             "created_at": t.created_at.isoformat()}

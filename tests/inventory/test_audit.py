@@ -111,7 +111,7 @@ def test_claim_and_resolve_follow_the_task_states(inventory):
         assert audit.claim(s, task_id, "ana").status == "in_progress"
         assert audit.claim(s, task_id, "ana").assignee == "ana"  # twice by the same person: fine
     with inventory.session() as s:
-        with pytest.raises(audit.Conflict, match="in_progress"):
+        with pytest.raises(audit.Conflict, match="claimed by ana"):
             audit.claim(s, task_id, "bo")
     with inventory.session() as s:
         audit.resolve(s, task_id, counted_quantity=3, actor="ana")
