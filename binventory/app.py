@@ -115,8 +115,9 @@ def is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from binventory.serving.service_cli import run_server
+    from binventory.serving.service_cli import check_port_free, run_server
 
+    check_port_free(args.host, args.port)
     return run_server(serve_app(args), args)
 
 

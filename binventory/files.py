@@ -1,6 +1,7 @@
 """Atomic file writes: a reader, or a rerun after a crash, never sees half a file under its
-final name (manifests, checkpoints, model artifacts, cached images, downloads); and a file's
-SHA-256 (packaged weights, the artifact an ONNX export came from)."""
+final name (manifests, checkpoints, model artifacts, cached images, downloads); a file's
+SHA-256 (packaged weights, the artifact an ONNX export came from); and the check that a path the
+user gave as a folder is one."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +9,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from binventory import BinventoryError
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
@@ -36,3 +39,13 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def require_folder(path: str | Path, what: str = "dataset folder", hint: str = "") -> Path:
+    """``path`` if it is a folder, else a BinventoryError that says whether it is missing or a
+    file (a user who passed a manifest or a photo for a folder should read which)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    message = f"{path} is a file, not a {what}" if path.exists() else f"{what} not found: {path}"
+    raise BinventoryError(message + (f" ({hint})" if hint else ""))

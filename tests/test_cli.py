@@ -1,10 +1,12 @@
 import re
+import socket
 import subprocess
 import sys
 
 import pytest
 
 from binventory.cli import main
+from tests.tiny import save_tiny_model
 
 
 # Each help page names what that command offers (its sub-commands or its own options) and, for
@@ -103,3 +105,77 @@ def test_inventory_help_imports_no_heavy_library(argv):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def _error(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_file_where_a_folder_is_expected_is_called_a_file(tmp_path, capsys):
+    photo = tmp_path / "bin001.jpg"
+    photo.write_bytes(b"not a folder")
+    assert f"{photo} is a file, not a dataset folder" in _error(["data", "index", str(photo)], capsys)
+    err = _error(["inventory", "import-abid", str(photo), "--db", f"sqlite:///{tmp_path / 'i.db'}"], capsys)
+    assert f"{photo} is a file, not a metadata folder" in err
+    err = _error(["data", "summary", str(tmp_path)], capsys)
+    assert f"{tmp_path} is a folder, not a manifest" in err
+
+
+def test_a_folder_in_no_known_layout_says_what_it_lacks(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("photos to come")
+    err = _error(["data", "index", str(tmp_path)], capsys)
+    assert "no bin-images/ and metadata/ (ABID layout) and no count folders" in err and str(tmp_path) in err
+
+
+def test_index_out_a_folder_writes_the_manifest_inside_it(tmp_path, capsys):
+    from tests.inventory.helpers import make_dataset
+
+    dataset = make_dataset(tmp_path / "abid")
+    out = tmp_path / "runs"
+    out.mkdir()
+    assert main(["data", "index", str(dataset), "--out", str(out), "--workers", "1"]) == 0
+    assert f"manifest: {out / 'manifest.parquet'}" in capsys.readouterr().out
+    assert main(["data", "summary", str(out / "manifest.parquet")]) == 0
+
+
+def test_a_file_that_is_no_model_is_named_as_such(tmp_path, capsys):
+    import torch
+
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"format": "binventory-policy"}')
+    checkpoint = tmp_path / "last.pt"
+    torch.save({"epoch": 3}, checkpoint)
+    manifest = tmp_path / "m.parquet"
+    for model in (policy, checkpoint):
+        for argv in (["evaluate", "--model", str(model), "--manifest", str(manifest)],
+                     ["reconcile", "--model", str(model), "--input", str(tmp_path)]):
+            err = _error(argv, capsys)
+            assert f"{model} is not a binventory model artifact" in err, err
+            assert "expected the model.pt that 'binventory train' writes" in err
+            assert "Weights only" not in err and "file an issue" not in err
+
+
+def test_reconcile_that_judged_no_photo_fails(tmp_path, capsys):
+    from tests.inventory.helpers import make_dataset
+
+    model = save_tiny_model(tmp_path / "model.pt")
+    dataset = make_dataset(tmp_path / "abid")  # 12 photos of bins the empty inventory lacks
+    url = f"sqlite:///{tmp_path / 'inv.db'}"
+    assert main(["inventory", "migrate", "--db", url]) == 0
+    err = _error(["reconcile", "--model", str(model), "--input", str(dataset), "--db", url,
+                  "--workers", "1", "--backend", "torch"], capsys)
+    assert "none of the 12 photos was judged" in err
+
+
+def test_serve_checks_the_port_before_loading_the_model(tmp_path, capsys):
+    model = save_tiny_model(tmp_path / "model.pt")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = _error(["serve", "--model", str(model), "--port", str(port), "--no-inventory"], capsys)
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert not (tmp_path / "model.onnx").exists()  # the model was not loaded (nor exported)

@@ -70,7 +70,8 @@ def add_parser(commands, formatter) -> None:
                     "report listing every bad file with its reason.")
     p.add_argument("root", type=Path, metavar="DIR", help="dataset root in the ABID layout")
     p.add_argument("--out", type=Path, default=None,
-                   help="manifest path (default: DIR/manifest.parquet)")
+                   help="manifest path, or a folder to write manifest.parquet in "
+                        "(default: DIR/manifest.parquet)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse images larger than this many pixels (default: 50,000,000)")
@@ -161,7 +162,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     from binventory.data import manifest
 
-    out = args.out or args.root / "manifest.parquet"
+    out = args.out or args.root / manifest.MANIFEST_NAME
     kwargs = {} if args.max_pixels is None else {"max_pixels": args.max_pixels}
     df = manifest.build_manifest(args.root, workers=args.workers, **kwargs)
     paths = manifest.write_manifest(df, out, args.root)

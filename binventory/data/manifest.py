@@ -26,11 +26,13 @@ from binventory.data.abid import (IMAGE_DIR, IMAGE_SUFFIX, METADATA_DIR, METADAT
 from binventory.data.count_folders import (LABELS_FILE, count_folder_base, label_problems,
                                           read_labels, scan_count_folders)
 from binventory.data.validate import MAX_PIXELS, check_image_file
-from binventory.files import atomic_write
+from binventory.files import atomic_write, require_folder
 
 COLUMNS = ["image_id", "image_path", "metadata_path", "label", "sku_quantity_sum", "num_skus",
            "width", "height", "bytes", "sha256", "status", "reason", "has_record"]
 INT_COLUMNS = ["label", "sku_quantity_sum", "num_skus", "width", "height", "bytes"]
+# What 'binventory data index DIR' writes by default, and what a folder given as a manifest holds.
+MANIFEST_NAME = "manifest.parquet"
 # Counts above this are pooled into one row of the summary table (ABID counts run to 88+).
 SUMMARY_MAX_COUNT = 10
 
@@ -138,9 +140,7 @@ def _count_folder_items(root: Path, base: Path) -> tuple[list, list[str]]:
 def build_manifest(root: str | Path, workers: int | None = None, max_pixels: int = MAX_PIXELS,
                    progress: bool = True) -> pd.DataFrame:
     """Index a dataset root in the ABID layout; bad files become rows with a status, never errors."""
-    root = Path(root)
-    if not root.is_dir():
-        raise BinventoryError(f"dataset folder not found: {root}")
+    root = require_folder(root)
     images, metadata, unexpected = _scan(root)
     base = None if images or metadata else count_folder_base(root)
     if base is not None:
@@ -194,8 +194,11 @@ def _write_parquet(df: pd.DataFrame, path: Path, meta: dict[str, str]) -> None:
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path, root: str | Path) -> ManifestPaths:
-    """Write the manifest and its quarantine report, each atomically."""
+    """Write the manifest and its quarantine report, each atomically; a folder given as ``path``
+    gets them as manifest.parquet inside it."""
     path, root = Path(path), Path(root)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
     if path.parent.exists() and not os.access(path.parent, os.W_OK):
         raise BinventoryError(f"cannot write to {path.parent} (read-only?): pass --out PATH")
     _write_parquet(df, path, {"root": root.resolve(), "version": __version__})
@@ -208,6 +211,10 @@ def write_manifest(df: pd.DataFrame, path: str | Path, root: str | Path) -> Mani
 def read_manifest(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
     """Read a manifest; returns the frame and binventory's metadata (root, split protocol, ...)."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / MANIFEST_NAME
+        raise BinventoryError(f"{path} is a folder, not a manifest" + (
+            f": pass {inside}" if inside.is_file() else " (build one with 'binventory data index DIR')"))
     if not path.is_file():
         raise BinventoryError(f"manifest not found: {path} (build one with 'binventory data index DIR')")
     try:

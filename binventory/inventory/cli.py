@@ -315,5 +315,9 @@ def _reconcile(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, commit_every=args.commit_every, workers=args.workers,
                        endpoint_url=args.s3_endpoint_url, split=args.split)
     print(report.describe())
+    if not report.observed and not report.already_seen:
+        # a run that judged nothing (every bin unknown, every photo unreadable) must not pass for
+        # one that did in a script or a scheduler
+        raise BinventoryError(f"none of the {report.images:,} photos was judged (why: above)")
     print_status(db)
     return 0

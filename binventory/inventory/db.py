@@ -59,7 +59,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str | None = None) -> Engine:
+def make_engine(url: str | None = None, must_exist: bool = False) -> Engine:
+    """An engine for ``url`` (see ``resolve_url``). ``must_exist``: a SQLite file that is not
+    there is an error, instead of an empty database made by connecting to it."""
     url = resolve_url(url)
     try:
         parsed = make_url(url)
@@ -68,7 +70,13 @@ def make_engine(url: str | None = None) -> Engine:
                               "or postgresql+psycopg://user:password@host/db)") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            if must_exist and not path.exists():
+                raise BinventoryError(f"there is no database at {path}: create it with "
+                                      f"`{MIGRATE_COMMAND}` or import bins with `binventory "
+                                      "inventory import-abid DIR`, or give the one to use "
+                                      "(--db or $BINVENTORY_DB_URL)")
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -178,8 +186,9 @@ class Database:
     @classmethod
     def open(cls, url: str | None = None, *, create: bool = False) -> Database:
         """Open a database at the newest schema, else refuse (see ``check_schema``). ``create``:
-        a database with no schema yet gets one (for the commands that make a new inventory)."""
-        engine = make_engine(url)
+        a database with no schema yet gets one (for the commands that make a new inventory);
+        without it, a SQLite file that does not exist is refused, not made."""
+        engine = make_engine(url, must_exist=not create)
         try:
             if create:
                 upgrade(engine, only_if_empty=True)

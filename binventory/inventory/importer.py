@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from binventory import BinventoryError
 from binventory.data.abid import BinRecord, SkuRecord, read_metadata
+from binventory.files import require_folder
 from binventory.inventory.db import Database
 from binventory.inventory.models import Bin, BinContent, Sku, utcnow
 
@@ -60,9 +61,8 @@ def metadata_files(path: str | Path) -> list[str]:
     """The JSON records of an ABID dataset folder (its metadata/ folder) or of a folder of JSON."""
     path = Path(path)
     folder = path / "metadata" if (path / "metadata").is_dir() else path
-    if not folder.is_dir():
-        raise BinventoryError(f"metadata folder not found: {path} (expected an ABID dataset "
-                              "with metadata/<id>.json, or a folder of such files)")
+    require_folder(folder, "metadata folder",
+                   "expected an ABID dataset with metadata/<id>.json, or a folder of such files")
     # Names sorted as strings: sorting half a million Paths costs seconds.
     files = [os.path.join(folder, name) for name in sorted(e.name for e in os.scandir(folder)
                                               if e.name.endswith(".json") and e.is_file())]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,12 +92,19 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Count
     path = Path(path)
     if not path.is_file():
         raise BinventoryError(f"model file not found: {path}")
+    expected = "expected the model.pt that 'binventory train' writes"
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BinventoryError(f"{path} is not a readable model file: {e}") from None
+        with warnings.catch_warnings():
+            # a pickle that is no artifact makes torch warn "please file an issue" before failing
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        # torch's own text ("Weights only load failed ... file an issue") is about torch, not
+        # about the file the user passed: a policy, a photo, a training checkpoint, a torn copy.
+        raise BinventoryError(f"{path} is not a binventory model artifact: PyTorch cannot read "
+                              f"it as one ({expected})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise BinventoryError(f"{path} is not a binventory model artifact")
+        raise BinventoryError(f"{path} is not a binventory model artifact ({expected})")
     if payload["format_version"] > FORMAT_VERSION:
         raise BinventoryError(f"{path} needs a newer binventory (format {payload['format_version']})")
     spec = ModelSpec(**payload["spec"])

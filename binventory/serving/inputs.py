@@ -8,6 +8,7 @@ from pathlib import Path
 
 from binventory import BinventoryError
 from binventory.data.validate import MAX_BYTES
+from binventory.files import require_folder
 from binventory.serving.predictor import ImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -87,11 +88,9 @@ def list_inputs(inputs: str | Path, endpoint_url: str | None = None, client=None
         path = Path(inputs)
         if path.suffix == ".parquet":
             items = _manifest_items(path, split)
-        elif path.is_dir():
-            items = _folder_items(path)
         else:
-            raise BinventoryError(f"input folder not found: {path} (expected a folder, a "
-                                  "manifest .parquet or s3://bucket/prefix)")
+            items = _folder_items(require_folder(
+                path, "input folder", "expected a folder, a manifest .parquet or s3://bucket/prefix"))
     if not items:
         raise BinventoryError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {text}")
     unique = {item.source: item for item in items}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -37,6 +38,26 @@ def add_serve_options(p) -> None:
                    help="refuse JSON {\"uri\": ...} requests: count uploaded images only")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once, as uvicorn will: a port in use is a plain error before the model
+    loads (seconds, an ONNX export the first time), not a log line after it. Another process can
+    still take the port in between; uvicorn then says so."""
+    if not 0 < port <= 65535:  # 0: any free port; out of range: load_service says so
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise BinventoryError(f"cannot listen on --host {host}: {e.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # uvicorn's option too
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise BinventoryError(f"cannot listen on {host}:{port}: {e.strerror} (another server "
+                                  "on that port? choose one with --port)") from None
 
 
 def load_service(args: argparse.Namespace):

@@ -24,7 +24,15 @@ def test_migrations_up_down_up(db_url):
     engine.dispose()
 
 
+def _connect_once(db_url):
+    """Makes the empty database a SQLite URL names (a PostgreSQL one exists already)."""
+    engine = make_engine(db_url)
+    engine.connect().close()
+    engine.dispose()
+
+
 def test_opening_never_migrates_an_existing_schema(db_url):
+    _connect_once(db_url)
     with pytest.raises(BinventoryError, match="no inventory schema yet: create it with `binventory inventory migrate`"):
         Database.open(db_url)
     engine = make_engine(db_url)
@@ -50,12 +58,25 @@ def test_opening_never_migrates_an_existing_schema(db_url):
 def test_read_only_commands_refuse_an_empty_database_and_name_the_fix(db_url, capsys):
     from binventory.cli import main
 
+    _connect_once(db_url)
     for args in (["inventory", "status"], ["inventory", "tasks"], ["inventory", "token", "list"]):
         assert main([*args, "--db", db_url]) == 2
         assert "no inventory schema yet: create it with `binventory inventory migrate`" in capsys.readouterr().err
     engine = make_engine(db_url)
     assert current_revision(engine) is None and not TABLES & set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_commands_on_a_missing_sqlite_file_say_so_and_create_nothing(tmp_path, capsys):
+    from binventory.cli import main
+
+    path = tmp_path / "typo" / "inventory.db"
+    for args in (["inventory", "status"], ["inventory", "tasks"], ["inventory", "token", "list"],
+                 ["inventory", "claim", "1", "--assignee", "alice"]):
+        assert main([*args, "--db", f"sqlite:///{path}"]) == 2
+        err = capsys.readouterr().err
+        assert f"there is no database at {path}: create it with `binventory inventory migrate`" in err
+    assert not path.parent.exists()
 
 
 def test_concurrent_migrations_take_turns(db_url):

@@ -73,7 +73,7 @@ def test_bad_artifacts(tmp_path):
     with pytest.raises(BinventoryError, match="not found"):
         load_artifact(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(BinventoryError, match="not a readable"):
+    with pytest.raises(BinventoryError, match="not a binventory model artifact: PyTorch cannot read"):
         load_artifact(tmp_path / "junk.pt")
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(BinventoryError, match="not a binventory model"):
