@@ -32,6 +32,7 @@ from binventory import BinventoryError
 from binventory.inventory.bounds import (CONFIDENCE, allowed_false_confirms,
                                          describe_false_confirms, false_confirm_summary,
                                          fcr_upper_bound)
+from binventory.inventory.forecast import ERROR_RATE, describe_forecast, shares_at
 from binventory.inventory.policy import Policy
 from binventory.inventory.verify import (ERROR_DELTAS, BlindVerifier, ItemRecord, RecordVerifier,
                                          features, p_expected)
@@ -196,13 +197,18 @@ def pick_t_flag(scores: np.ndarray, right: np.ndarray, max_flag_right: float = M
 
 
 def rates(scores: np.ndarray, right: np.ndarray, t_confirm: float, t_flag: float,
-          confidence: float = CONFIDENCE) -> dict:
+          confidence: float = CONFIDENCE, error_rate: float = ERROR_RATE) -> dict:
+    """What the thresholds do to right and to wrong records, and the shares of all bins they
+    confirm, flag and queue where ``error_rate`` of the records are wrong.
+
+    The validation mix (one right record to ``n_wrong`` wrong ones) is there to measure the
+    false-confirm rate, not to forecast a floor: its own review share overstates the wrong
+    records' weight eightfold, so every share of all bins is weighted to ``error_rate``."""
     scores, right = np.asarray(scores), np.asarray(right).astype(bool)
     confirm, flag = scores >= t_confirm, scores <= t_flag
-    review = ~confirm & ~flag
     n_right, n_wrong = max(right.sum(), 1), max((~right).sum(), 1)
     false_confirms = int((confirm & ~right).sum())
-    return {
+    out = {
         "right": int(right.sum()), "wrong": int((~right).sum()),
         "right_confirmed": float((confirm & right).sum() / n_right),
         "false_confirm_rate": float(false_confirms / n_wrong),
@@ -212,9 +218,8 @@ def rates(scores: np.ndarray, right: np.ndarray, t_confirm: float, t_flag: float
         "wrong_flagged_or_queued": float((~confirm & ~right).sum() / n_wrong),
         "wrong_flagged": float((flag & ~right).sum() / n_wrong),
         "right_flagged": float((flag & right).sum() / n_right),
-        "review_load": float(review.mean()) if len(scores) else 0.0,
-        "flag_load": float(flag.mean()) if len(scores) else 0.0,
     }
+    return {**out, **shares_at(out, error_rate)}
 
 
 def thresholds(scores: np.ndarray, right: np.ndarray, target_fcr: float,
@@ -258,7 +263,7 @@ class Candidate:
     rates: dict
 
 
-def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = 0.2,
+def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = ERROR_RATE,
               verifier: str = "auto", seed: int = 0, n_wrong: int = N_WRONG, model: str = "trees",
               max_flag_right: float = MAX_FLAG_RIGHT, confidence: float | None = CONFIDENCE
               ) -> tuple[Policy, list[Candidate]]:
@@ -283,7 +288,7 @@ def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = 0
         scores = p_expected(probs, sample.classes, expected)
         tc, tf = thresholds(scores, right, target_fcr, max_flag_right, confidence)
         candidates.append(Candidate("blind", BlindVerifier(), tc, tf,
-                                    rates(scores, right, tc, tf, bound_at)))
+                                    rates(scores, right, tc, tf, bound_at, error_rate)))
 
     if verifier in ("auto", "record"):
         n_images = len(sample.expected)
@@ -300,7 +305,7 @@ def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = 0
             tc, tf = thresholds(scores, right, target_fcr, max_flag_right, confidence)
             fitted = RecordVerifier.fit(x, right, model=model, error_rate=error_rate, seed=seed)
             candidates.append(Candidate("record", fitted, tc, tf,
-                                        rates(scores, right, tc, tf, bound_at)))
+                                        rates(scores, right, tc, tf, bound_at, error_rate)))
 
     if not candidates:
         candidates.append(Candidate("blind", BlindVerifier(), 1.0, 0.0, {}))
@@ -320,18 +325,25 @@ def print_table(candidates: Sequence[Candidate], chosen: str, console=None) -> N
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(width=max(Console().width, 130))
-    table = Table(title="verification on validation (record verifier: out-of-fold scores)")
+    # A piped log gets the whole table too: rich would cut it to 80 columns there.
+    console = console or Console(width=max(Console().width, 150))
+    e = next((c.rates["error_rate"] for c in candidates if c.rates), ERROR_RATE)
+    table = Table(title="verification on validation (record verifier: out-of-fold scores); "
+                        f"shares of all bins at {e:.0%} wrong records")
     for col in ("verifier", "t_confirm", "t_flag", "right confirmed", "false confirms",
-                "false-confirm bound", "wrong flagged/queued", "right flagged", "review load"):
+                "false-confirm bound", "wrong flagged/queued", "right flagged",
+                "bins confirmed", "bins flagged", "bins to review"):
         table.add_column(col, justify="right")
     for c in candidates:
         r = c.rates
+        if not r:
+            continue
         table.add_row(c.name + (" *" if c.name == chosen else ""), f"{c.t_confirm:.4f}",
                       f"{c.t_flag:.4f}", f"{r['right_confirmed']:.1%}",
                       f"{r['false_confirm_rate']:.2%} ({r['wrong_confirmed']}/{r['wrong']})",
                       f"{r['false_confirm_upper']:.2%}", f"{r['wrong_flagged_or_queued']:.1%}",
-                      f"{r['right_flagged']:.1%}", f"{r['review_load']:.1%}")
+                      f"{r['right_flagged']:.1%}", f"{r['confirm_share']:.1%}",
+                      f"{r['flag_load']:.1%}", f"{r['review_load']:.1%}")
     console.print(table)
 
 
@@ -356,8 +368,10 @@ def define_parser(p: argparse.ArgumentParser) -> None:
                    help="highest share of wrong records that may be confirmed")
     p.add_argument("--confidence", type=float, default=CONFIDENCE,
                    help="confidence of the false-confirm rate's upper bound kept under the target")
-    p.add_argument("--error-rate", type=float, default=0.2,
-                   help="share of records assumed wrong (sets the verifier's prior)")
+    p.add_argument("--error-rate", type=float, default=ERROR_RATE,
+                   help="share of records assumed wrong: sets the verifier's prior and the mix "
+                        "at which the shares of bins confirmed, flagged and reviewed and the "
+                        "workload forecast are reported")
     p.add_argument("--verifier", choices=VERIFIERS, default="auto",
                    help="auto = whichever confirms more right records at the target")
     p.add_argument("--wrong-variants", type=int, default=N_WRONG,
@@ -383,4 +397,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(f"policy ({policy.verifier.kind} verifier, t_confirm={policy.t_confirm:.4f}, "
           f"t_flag={policy.t_flag:.4f}) -> {args.out}")
     print(describe_false_confirms(policy))
+    chosen = policy.stats["measured"].get(policy.verifier.kind, {})
+    if "recounts_per_1000" in chosen:
+        print(describe_forecast(chosen))
     return 0

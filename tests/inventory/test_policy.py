@@ -180,6 +180,45 @@ def test_calibrate_command(val_manifest, tmp_path, capsys):
     assert f"({fc['wrong_confirmed']} of {fc['wrong_records']} wrong records)" in out
 
 
+def test_calibrate_reports_shares_at_the_stated_error_rate(val_manifest, tmp_path, capsys):
+    """The validation mix is 1 right to 3 wrong records here: the shares of bins and the workload
+    forecast are those of an inventory with --error-rate wrong records, not of that mix."""
+    from tests.tiny import save_tiny_model
+
+    manifest, _, _ = val_manifest
+    model = save_tiny_model(tmp_path / "model.pt")
+    args = _parser().parse_args(["calibrate", "--model", str(model), "--manifest", str(manifest),
+                                 "--out", str(tmp_path / "policy.json"), "--wrong-variants", "3",
+                                 "--error-rate", "0.1"])
+    assert args.func(args) == 0
+    policy = Policy.load(tmp_path / "policy.json")
+    r = policy.stats["measured"][policy.verifier.kind]
+    flag = 0.9 * r["right_flagged"] + 0.1 * r["wrong_flagged"]
+    confirm = 0.9 * r["right_confirmed"] + 0.1 * r["false_confirm_rate"]
+    assert r["error_rate"] == 0.1 and r["flag_load"] == pytest.approx(flag)
+    assert r["review_load"] == pytest.approx(1 - confirm - flag)
+    assert r["recounts_per_1000"] == pytest.approx(1000 * (1 - confirm))
+    out = capsys.readouterr().out
+    assert "shares of all bins at 10% wrong records" in out
+    recounts = round(1000 * flag) + round(1000 * r["review_load"])
+    assert f"workload forecast at 10% wrong records, per 1,000 photos: {recounts:,} recounts" in out
+
+
+def test_shares_are_weighted_to_the_error_rate_not_the_validation_mix():
+    # 10 right records, all confirmed; 80 wrong ones, half flagged and half sent to review.
+    scores = np.r_[np.full(10, 0.9), np.full(40, 0.05), np.full(40, 0.5)]
+    right = np.r_[np.ones(10), np.zeros(80)]
+    r = cal.rates(scores, right, t_confirm=0.8, t_flag=0.1, error_rate=0.2)
+    # In the mix 80 of 90 bins need a person; in a store with 20% wrong records, 20% do.
+    assert r["confirm_share"] == pytest.approx(0.8)
+    assert r["flag_load"] == pytest.approx(0.1) and r["review_load"] == pytest.approx(0.1)
+    assert r["recounts_per_1000"] == pytest.approx(200)
+    assert cal.rates(scores, right, 0.8, 0.1)["error_rate"] == 0.2  # the default
+    line = cal.describe_forecast(cal.rates(scores, right, 0.8, 0.1, error_rate=0.05))
+    assert line.startswith("workload forecast at 5% wrong records, per 1,000 photos: 50 recounts "
+                           "(25 flagged, 25 to review), 950 confirmed by photo")
+
+
 def test_calibrate_command_errors(tmp_path):
     args = _parser().parse_args(["calibrate", "--model", str(tmp_path / "none.pt"), "--manifest",
                                  str(tmp_path / "none.parquet"), "--out", str(tmp_path / "p.json")])
