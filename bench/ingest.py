@@ -2,6 +2,7 @@
 535,000 generated bins (the size of ABID), on SQLite and on PostgreSQL.
 
     python bench/ingest.py                        # SQLite, and PostgreSQL when it can start one
+    python bench/ingest.py --pg-durability fast   # PostgreSQL only with fsync off (the tests' way)
     python bench/ingest.py --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     python bench/ingest.py --bins 50000           # a quicker run
 
@@ -93,10 +94,16 @@ def bench_observations(db: Database, n: int, batch: int = 256, seed: int = 0) ->
     return {"observations": written, "seconds": seconds, "per_second": written / seconds}
 
 
-def start_postgres() -> tuple[str | None, callable]:
+# A throwaway server either way: "fast" skips fsync and full-page writes like the tests' server,
+# "defaults" keeps the server's own durability settings, as a real deployment runs.
+PG_DURABILITY = {"fast": ([], "55499"), "defaults": (["--durable"], "55498")}
+
+
+def start_postgres(durability: str = "fast") -> tuple[str | None, callable]:
     folder = Path(tempfile.mkdtemp(prefix="binventory-bench-pg-"))
+    options, port = PG_DURABILITY[durability]
     try:
-        url = subprocess.run([str(REPO / "scripts" / "pg-throwaway.sh"), str(folder), "55499"],
+        url = subprocess.run([str(REPO / "scripts" / "pg-throwaway.sh"), *options, str(folder), port],
                              check=True, capture_output=True, text=True).stdout.strip()
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
         print(f"PostgreSQL skipped: {getattr(e, 'stderr', e)}")
@@ -123,6 +130,11 @@ def main() -> None:
     parser.add_argument("--observations", type=int, default=50_000, help="observations to write")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="import processes")
     parser.add_argument("--pg-url", default=None, help="a PostgreSQL server to use (default: start one)")
+    parser.add_argument("--pg-durability", nargs="+", choices=list(PG_DURABILITY),
+                        default=list(PG_DURABILITY),
+                        help="throwaway servers to start: fast (fsync and full_page_writes off), "
+                             "defaults (the server's own settings); ignored with --pg-url")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args()
 
@@ -132,25 +144,38 @@ def main() -> None:
     generate(work / "abid", args.bins)
     print(f"generated {args.bins:,} metadata files in {time.perf_counter() - start:.0f} s")
 
-    pg_url, stop = (args.pg_url, lambda: None) if args.pg_url else start_postgres()
-    targets = {"sqlite": f"sqlite:///{work / 'bench.db'}"}
-    if pg_url:
-        targets["postgresql"] = fresh_pg(pg_url, "binventory_bench")
+    # name -> (database URL or None, how to start its server); one server at a time.
+    targets = {} if args.no_sqlite else {"sqlite": (f"sqlite:///{work / 'bench.db'}", None)}
+    if args.pg_url:
+        targets["postgresql (given server)"] = (args.pg_url, None)
+    else:
+        for durability in args.pg_durability:
+            label = "fsync off" if durability == "fast" else "server defaults, fsync on"
+            targets[f"postgresql ({label})"] = (None, durability)
     rows = []
     try:
-        for name, url in targets.items():
-            if name == "sqlite" and (work / "bench.db").exists():
-                (work / "bench.db").unlink()
-            db = Database.open(url, create=True)
-            imp = bench_import(db, work / "abid", args.workers)
-            obs = bench_observations(db, min(args.observations, args.bins))
-            db.close()
+        for name, (url, durability) in targets.items():
+            stop = lambda: None  # noqa: E731
+            if durability:
+                url, stop = start_postgres(durability)
+                if url is None:
+                    continue
+            try:
+                if url.startswith("postgresql"):
+                    url = fresh_pg(url, "binventory_bench")
+                elif (work / "bench.db").exists():
+                    (work / "bench.db").unlink()
+                db = Database.open(url, create=True)
+                imp = bench_import(db, work / "abid", args.workers)
+                obs = bench_observations(db, min(args.observations, args.bins))
+                db.close()
+            finally:
+                stop()
             rows.append((name, imp, obs))
             print(f"{name}: import {imp['bins']:,} bins ({imp['lines']:,} lines) in {imp['seconds']:.1f} s "
                   f"(rerun {imp['rerun_seconds']:.1f} s); {obs['observations']:,} observations in "
                   f"{obs['seconds']:.1f} s = {obs['per_second']:,.0f}/s", flush=True)
     finally:
-        stop()
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
