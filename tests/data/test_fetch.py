@@ -305,6 +305,7 @@ def test_load_subset_bad_name_and_path(tmp_path):
         load_subset("udacity", tmp_path, tmp_path / "nope.json")
 
 
+@pytest.mark.abid
 def test_real_udacity_list():
     if not UDACITY_LIST.is_file():
         pytest.skip(f"Udacity file list not found at {UDACITY_LIST} (development data, optional)")

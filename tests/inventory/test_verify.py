@@ -285,6 +285,7 @@ def test_calibrate_refuses_bad_rates():
         cal.calibrate(s, verifier="psychic")
 
 
+@pytest.mark.abid
 def test_item_records_from_real_metadata(abid_sample):
     from binventory.data.abid import read_metadata
 

@@ -21,7 +21,7 @@ from binventory.serving import export as export_mod
 from binventory.serving.export import (PARITY_TOL, ensure_onnx, export_model, onnx_session,
                                        read_metadata, run_session, sample_images)
 from binventory.serving.predictor import InferenceModule, Predictor
-from tests.conftest import ABID_SAMPLE, jpeg_bytes
+from tests.conftest import jpeg_bytes
 
 SIZE = 32
 
@@ -67,11 +67,10 @@ def test_parity_on_real_looking_images(exported):
     assert expected.std() > 1e-3  # the check means something: outputs vary between images
 
 
-def test_parity_on_real_abid_images(exported):
-    if not (ABID_SAMPLE / "bin-images").is_dir():
-        pytest.skip(f"real ABID sample not found at {ABID_SAMPLE} (development data, optional)")
+@pytest.mark.abid
+def test_parity_on_real_abid_images(exported, abid_sample):
     model, result = exported
-    files = sorted((ABID_SAMPLE / "bin-images").glob("*.jpg"))[:8]
+    files = sorted((abid_sample / "bin-images").glob("*.jpg"))[:8]
     images = np.stack([Preprocess(image_size=SIZE).load(f) for f in files])
     got = run_session(onnx_session(result.path, threads=1), images)
     assert np.abs(got - _torch_probs(model, images)).max() < PARITY_TOL
