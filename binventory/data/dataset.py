@@ -94,6 +94,6 @@ class BinDataset(Dataset):
         if self.cache_dir is None:
             raise BinventoryError("fill_cache needs a cache_dir")
         loader = DataLoader(self, batch_size=64, num_workers=workers, collate_fn=len)
-        with tqdm(total=len(self), desc="cache", unit="img", disable=not progress) as bar:
+        with tqdm(total=len(self), desc="cache", unit="img", disable=None if progress else True) as bar:
             for n in loader:
                 bar.update(n)

@@ -121,7 +121,7 @@ def fetch(ids: list[str], out: Path, *, bucket: str = BUCKET, prefix: str = "",
         client = make_client(endpoint_url, workers, retries)
 
     report = FetchReport()
-    with tqdm(total=len(jobs), unit="file", desc="fetch", disable=not progress) as bar:
+    with tqdm(total=len(jobs), unit="file", desc="fetch", disable=None if progress else True) as bar:
         # One object first, alone: an unreachable endpoint or a wrong bucket then gives one clear
         # error instead of thousands of identical failures, each after its own retries.
         first = _fetch_one(client, bucket, *jobs[0], retries)

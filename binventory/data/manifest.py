@@ -154,7 +154,7 @@ def build_manifest(root: str | Path, workers: int | None = None, max_pixels: int
         raise BinventoryError(f"no {IMAGE_DIR}/ and {METADATA_DIR}/ (ABID layout) and no count "
                               f"folders ([images/]<count>/<id>.jpg) in {root}")
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(items), desc="index", unit="img", disable=not progress)
+    bar = tqdm(total=len(items), desc="index", unit="img", disable=None if progress else True)
     rows = []
     if workers == 1 or len(items) < 64:
         for item in items:

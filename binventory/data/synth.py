@@ -59,7 +59,7 @@ def generate(out: Path, n: int, seed: int = 0, max_count: int = 5, workers: int 
             for i in range(n)]
     workers = min(workers or os.cpu_count() or 1, n)
     from tqdm import tqdm
-    with tqdm(total=n, desc="synth", unit="img", disable=not progress) as bar:
+    with tqdm(total=n, desc="synth", unit="img", disable=None if progress else True) as bar:
         if workers == 1:
             for job in jobs:
                 _write_one(job)

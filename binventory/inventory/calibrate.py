@@ -81,7 +81,7 @@ def predict_paths(predictor, paths: Sequence[Path], batch_size: int = 64,
     from tqdm import tqdm
 
     out = []
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         out.append(predictor.predict_arrays(predictor.preprocess.load_many(chunk)))
@@ -326,14 +326,14 @@ def print_table(candidates: Sequence[Candidate], chosen: str, console=None) -> N
     from rich.table import Table
 
     # A piped log gets the whole table too: rich would cut it to 80 columns there.
-    console = console or Console(width=max(Console().width, 150))
+    console = console or Console(width=max(Console().width, 200))
     e = next((c.rates["error_rate"] for c in candidates if c.rates), ERROR_RATE)
     table = Table(title="verification on validation (record verifier: out-of-fold scores); "
                         f"shares of all bins at {e:.0%} wrong records")
     for col in ("verifier", "t_confirm", "t_flag", "right confirmed", "false confirms",
                 "false-confirm bound", "wrong flagged/queued", "right flagged",
                 "bins confirmed", "bins flagged", "bins to review"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for c in candidates:
         r = c.rates
         if not r:

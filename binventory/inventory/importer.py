@@ -212,7 +212,7 @@ def import_abid(db: Database, path: str | Path, *, workers: int | None = None,
     inject = _Injector(inject_errors, seed) if inject_errors else None
     report = ImportReport(files=len(files))
     workers = workers or min(8, os.cpu_count() or 1)
-    bar = tqdm(total=len(files), unit="bin", desc="import", disable=not progress)
+    bar = tqdm(total=len(files), unit="bin", desc="import", disable=None if progress else True)
     with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool:
         pending: list[BinRecord] = []
         for result in pool.map(_read, files, chunksize=512):

@@ -184,7 +184,7 @@ def reconcile(db: Database, predictor: Predictor, policy: Policy, inputs: str | 
     def load(item):
         return load_item(item, predictor.preprocess, client)
 
-    bar = tqdm(total=len(known), unit="img", desc="reconcile", disable=not progress)
+    bar = tqdm(total=len(known), unit="img", desc="reconcile", disable=None if progress else True)
     pending: list[tuple[Photo, np.ndarray]] = []
 
     def flush() -> None:

@@ -277,7 +277,7 @@ def _run(predictor: Predictor, shard: list[Item], client, out: Path, report: Bat
         return load_item(item, predictor.preprocess, client)
 
     try:
-        with tqdm(total=len(todo), unit="img", desc="predict", disable=not progress) as bar:
+        with tqdm(total=len(todo), unit="img", desc="predict", disable=None if progress else True) as bar:
             for batch in loaded_batches(todo, load, workers, batch_size):
                 new = _rows(batch, predictor)
                 rows.extend(new)

@@ -61,7 +61,7 @@ def evaluate_artifact(model_path: str | Path, manifest: str | Path, split: str, 
     ds = BinDataset(manifest, split, counter.preprocess)
     logits, counts = [], []
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
-    for images, c in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
+    for images, c in tqdm(loader, desc="evaluate", unit="batch", disable=None if progress else True):
         logits.append(counter.model(images).float())
         counts.append(c)
     logits, counts = torch.cat(logits), torch.cat(counts)

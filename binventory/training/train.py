@@ -145,7 +145,7 @@ def train_one_epoch(step: TrainStep, loader, cfg: TrainConfig, info: distributed
     total_loss = correct = seen = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-               disable=not (cfg.progress and info.is_main))
+               disable=None if cfg.progress and info.is_main else True)
     diag = diag or Collector(enabled=False)
     for images, counts in diag.batches(bar):
         try:
