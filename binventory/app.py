@@ -48,7 +48,7 @@ def create_app(predictor: Predictor, settings: Settings | None = None, *, db=Non
     if db is None:
         return app
     from binventory.inventory import api
-    from binventory.inventory.db import data_dir
+    from binventory.inventory.photos import default_image_dir
     from binventory.inventory.policy import Policy, check_policy
     from binventory.web import install as install_dashboard
 
@@ -56,7 +56,7 @@ def create_app(predictor: Predictor, settings: Settings | None = None, *, db=Non
     mismatch = check_policy(policy, predictor, allow_mismatch=allow_policy_mismatch,
                             override="--allow-policy-mismatch")
     app.state.counting.readiness["policy_mismatch"] = mismatch
-    api.install(app, db, policy, image_dir or data_dir() / "observations", reads_need_token=reads_need_token)
+    api.install(app, db, policy, image_dir or default_image_dir(), reads_need_token=reads_need_token)
     install_dashboard(app, policy_mismatch=mismatch)
     return app
 
@@ -91,7 +91,9 @@ def add_parsers(commands, formatter) -> None:
                    help="decision thresholds from 'binventory inventory calibrate' (default: "
                         "uncalibrated, conservative blind thresholds)")
     g.add_argument("--image-dir", type=Path, default=None,
-                   help="where uploaded bin photos are kept (default: data/observations)")
+                   help="the image store: uploaded bin photos are kept there, and every stored "
+                        "photo path is relative to it, as 'reconcile --image-dir' wrote it "
+                        "(default: $BINVENTORY_DATA_DIR/observations, else data/observations)")
     g.add_argument("--no-inventory", action="store_true", help="serve counting only: no database")
     g.add_argument("--public-read", action="store_true",
                    help="let anyone who reaches the port read bins, SKUs, quantities, photos and the "

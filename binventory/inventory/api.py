@@ -26,6 +26,7 @@ from binventory.files import atomic_write_bytes
 from binventory.inventory import audit
 from binventory.inventory.db import Database
 from binventory.inventory.models import AuditTask, Observation, utcnow
+from binventory.inventory.photos import photo_path, photo_uri
 from binventory.inventory.policy import Policy
 from binventory.inventory.reconcile import Photo, load_bins, register_model, write_observations
 from binventory.inventory.tokens import check_token
@@ -193,7 +194,7 @@ def _record(inv: InventoryService, counting: CountingService, view, data: bytes,
         atomic_write_bytes(path, data)
     predictor = counting.predictor
     decision = inv.policy.decide(probs[None], predictor.classes, [view.expected], [view.records])[0]
-    photo = Photo(code, str(path), sha, captured_at or utcnow())
+    photo = Photo(code, photo_uri(path, inv.image_dir), sha, captured_at or utcnow())
     with inv.db.session() as session:
         if not inv.registered:
             register_model(session, predictor, inv.policy)
@@ -213,9 +214,9 @@ def _record(inv: InventoryService, counting: CountingService, view, data: bytes,
 
 
 @router.get("/observations/{obs_id}/image", summary="The photo of an observation", response_class=Response)
-async def observation_image(obs_id: int, db: DB,
+async def observation_image(obs_id: int, inv: InventoryService = Depends(inventory),
                             counting: CountingService = Depends(counting_service)):
-    with db.reader() as session:
+    with inv.db.reader() as session:
         obs = session.get(Observation, obs_id)
     if obs is None:
         raise ApiError(404, "not_found", f"unknown observation {obs_id}")
@@ -223,7 +224,7 @@ async def observation_image(obs_id: int, db: DB,
         data = await run_in_threadpool(counting.fetch, obs.image_uri)
     else:
         try:
-            data = await run_in_threadpool(Path(obs.image_uri).read_bytes)
+            data = await run_in_threadpool(photo_path(obs.image_uri, inv.image_dir).read_bytes)
         except OSError:
             raise ApiError(404, "not_found", f"the photo of observation {obs_id} is gone") from None
     kind = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
@@ -246,7 +247,8 @@ def get_task(task_id: int, db: DB):
 
 
 @router.post("/audit-tasks/{task_id}/claim", summary="Take a task (open -> in_progress)")
-def claim(task_id: int, body: ClaimRequest, actor: Actor, db: DB):
+def claim(task_id: int, actor: Actor, db: DB, body: ClaimRequest | None = None):
+    body = body or ClaimRequest()  # no body: the token's holder claims it
     with db.session() as session:
         return task_dict(_domain_errors(audit.claim, session, task_id, body.assignee or actor,
                                         take_over=body.take_over))
@@ -263,7 +265,8 @@ def resolve(task_id: int, body: ResolveRequest, actor: Actor, db: DB):
 
 
 @router.post("/audit-tasks/{task_id}/cancel", summary="Drop a task without a recount")
-def cancel(task_id: int, body: CancelRequest, actor: Actor, db: DB):
+def cancel(task_id: int, actor: Actor, db: DB, body: CancelRequest | None = None):
+    body = body or CancelRequest()
     with db.session() as session:
         return task_dict(_domain_errors(audit.cancel, session, task_id, actor, body.note))
 

@@ -164,6 +164,10 @@ def _reconcile_parser(commands, formatter) -> None:
                    help="photos per database transaction (a kill loses at most this many counts)")
     p.add_argument("--workers", type=int, default=4, help="threads reading and decoding photos")
     p.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint (unset: AWS)")
+    p.add_argument("--image-dir", type=Path, default=None,
+                   help="the image store 'serve --image-dir' shows photos from: observations "
+                        "record each photo's path relative to it (default: "
+                        "$BINVENTORY_DATA_DIR/observations, else data/observations)")
     p.set_defaults(func=_reconcile)
 
 
@@ -313,7 +317,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     db = _open(args)
     report = reconcile(db, predictor, policy, args.input, model_path=str(args.model),
                        batch_size=args.batch_size, commit_every=args.commit_every, workers=args.workers,
-                       endpoint_url=args.s3_endpoint_url, split=args.split)
+                       endpoint_url=args.s3_endpoint_url, split=args.split, image_dir=args.image_dir)
     print(report.describe())
     if not report.observed and not report.already_seen:
         # a run that judged nothing (every bin unknown, every photo unreadable) must not pass for

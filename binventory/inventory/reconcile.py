@@ -22,6 +22,7 @@ from tqdm import tqdm
 from binventory.inventory.audit import Finding, open_tasks
 from binventory.inventory.db import Database, dialect_insert
 from binventory.inventory.models import DECISIONS, Bin, BinContent, Model, Observation, Sku, utcnow
+from binventory.inventory.photos import default_image_dir, photo_uri
 from binventory.inventory.policy import Decision, Policy
 from binventory.inventory.verify import ItemRecord
 from binventory.serving.batch import load_item, loaded_batches
@@ -41,7 +42,8 @@ class BinView:
 
 @dataclass
 class Photo:
-    """One photo to judge: whose bin, where it came from, its bytes' hash, when it was taken."""
+    """One photo to judge: whose bin, where it is (``photos.photo_uri``), its bytes' hash, when
+    it was taken."""
     code: str
     uri: str
     sha256: str
@@ -167,13 +169,15 @@ def _seen(session: Session, version: str, keys: list[tuple[int, str]]) -> set[tu
 def reconcile(db: Database, predictor: Predictor, policy: Policy, inputs: str | Path, *,
               model_path: str = "", batch_size: int = 32, commit_every: int = 256, workers: int = 4,
               endpoint_url: str | None = None, split: str | None = None,
-              progress: bool = True) -> ReconcileReport:
+              image_dir: str | Path | None = None, progress: bool = True) -> ReconcileReport:
     """Judge every photo under ``inputs`` (a folder, an s3:// prefix or a manifest); a photo's
     bin is its file name without the suffix (ABID: bin-images/<id>.jpg); ``split`` picks one
     split of a manifest. Photos are counted ``batch_size`` at a time and written about
     ``commit_every`` at a time, one transaction each (a kill loses at most that many counts, which
-    the rerun redoes)."""
+    the rerun redoes). Photos are recorded relative to ``image_dir``, the image store the
+    server shows them from (``binventory.inventory.photos``)."""
     items, client = list_inputs(inputs, endpoint_url, split=split)
+    image_dir = image_dir or default_image_dir()
     report = ReconcileReport(images=len(items))
     with db.session() as session:
         register_model(session, predictor, policy, model_path)
@@ -215,8 +219,8 @@ def reconcile(db: Database, predictor: Predictor, policy: Policy, inputs: str | 
         report.already_seen += len(good) - len(todo)
         if todo:
             probs = predictor.predict_arrays(np.stack([x.pixels for x in todo]))
-            pending += [(Photo(x.item.image_id, x.item.source, x.sha256, _captured_at(x.item.source)), row)
-                        for x, row in zip(todo, probs)]
+            pending += [(Photo(x.item.image_id, photo_uri(x.item.source, image_dir), x.sha256,
+                               _captured_at(x.item.source)), row) for x, row in zip(todo, probs)]
         if len(pending) >= commit_every:
             flush()
     if pending:

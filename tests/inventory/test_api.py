@@ -222,3 +222,45 @@ def test_the_upload_routes_answer_a_bad_photo_alike(api, data, content_type):
             "image/jpeg or image/png", "image/jpeg, image/png or application/json")
     else:
         assert count.json()["detail"] == observe.json()["detail"]
+
+
+def test_claim_and_cancel_take_an_empty_body(api):
+    task = upload(api, "bin003").json()["task"]
+    r = api.post(f"/v1/audit-tasks/{task['id']}/claim")
+    assert (r.status_code, r.json()["status"], r.json()["assignee"]) == (200, "in_progress", "robot-1")
+    r = api.post(f"/v1/audit-tasks/{task['id']}/cancel")
+    assert (r.status_code, r.json()["status"], r.json()["resolved_by"]) == (200, "cancelled", "robot-1")
+    for action in ("claim", "cancel"):
+        r = api.post(f"/v1/audit-tasks/999/{action}")
+        assert (r.status_code, r.json()["status"]) == (404, "not_found"), r.text
+        assert r.json()["detail"] == "unknown audit task 999"
+
+
+def test_photo_uris_are_relative_to_the_image_store(db, tmp_path, predictor, monkeypatch):
+    """A reconciled photo and an uploaded one are stored by the same rule, so a server started
+    in another folder than reconcile (the dashboard later, a replica) shows both."""
+    from sqlalchemy import select
+
+    from binventory.inventory.models import Observation
+    from binventory.inventory.reconcile import reconcile
+
+    load(db, make_dataset(tmp_path / "data" / "abid"))
+    policy = Policy(BlindVerifier(), t_confirm=0.99, t_flag=0.5)
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "data" / "observations"
+    reconcile(db, predictor, policy, "data/abid", workers=1, progress=False, image_dir="data/observations")
+    monkeypatch.chdir(tmp_path / "data" / "abid")  # the server runs elsewhere
+    app = create_app(predictor, Settings(), db=db, policy=policy, image_dir=store)
+    with db.session() as s:
+        token = create_token(s, "robot-1")
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        uploaded = upload(client, "bin007", image_bytes(70)).json()
+        with db.reader() as s:
+            uris = dict(s.execute(select(Observation.id, Observation.image_uri)).all())
+        reconciled = min(uris)
+        assert uris[reconciled] == "../abid/bin-images/bin000.jpg"
+        sha = uploaded["image_sha256"]
+        assert uris[uploaded["id"]] == f"{sha[:2]}/{sha}.jpg"
+        assert client.get(f"/v1/observations/{reconciled}/image").content == image_bytes(0)
+        assert client.get(f"/v1/observations/{uploaded['id']}/image").content == image_bytes(70)
