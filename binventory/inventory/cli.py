@@ -76,6 +76,21 @@ def _inventory_commands(inv, formatter) -> None:
     _db(p)
     p.set_defaults(func=_status)
 
+    p = sub.add_parser("summary", formatter_class=formatter,
+                       help="what reconciliation achieved, against a dataset's own counts",
+                       description="Score each photographed bin's latest decision against the "
+                                   "true count a manifest gives it (its label: ABID's "
+                                   "EXPECTED_QUANTITY): of the wrong records, how many were "
+                                   "flagged, queued for review or wrongly confirmed; of the right "
+                                   "ones, how many were auto-confirmed; and the recounts still to "
+                                   "do. For demos and trials, where the truth is known "
+                                   "(import-abid --inject-errors). Reads only.",
+                       epilog="example:\n  binventory inventory summary --truth data/demo/synth/manifest.parquet")
+    _db(p)
+    p.add_argument("--truth", type=Path, required=True,
+                   help="manifest whose labels are the true counts (or its folder)")
+    p.set_defaults(func=_summary)
+
     p = sub.add_parser("tasks", formatter_class=formatter, help="list audit tasks by priority",
                        description="List audit tasks, highest priority first: the recounts the "
                                    "policy asked for (flag: a likely discrepancy; review: the "
@@ -232,6 +247,15 @@ def print_status(db) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     print_status(_open(args))
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from binventory.inventory.outcome import outcome, print_outcome, truth_counts
+
+    truth = truth_counts(args.truth)
+    with _open(args).reader() as session:
+        print_outcome(outcome(session, truth))
     return 0
 
 
