@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_OF = {
     **dict.fromkeys(("matplotlib", "tensorboard", "optuna", "psutil"), "train"),
     **dict.fromkeys(("onnx", "onnxruntime", "fastapi", "starlette", "uvicorn", "prometheus_client",
-                     "jinja2", "multipart"), "serve"),
+                     "jinja2", "multipart", "fastapi_offline"), "serve"),
     **dict.fromkeys(("sqlalchemy", "alembic", "psycopg", "sklearn"), "inventory"),
 }
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 from pydantic import BaseModel
@@ -319,8 +320,10 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> FastAP
             # uvicorn gets here after it stopped accepting and open requests finished.
             await service.stop()
 
-    app = FastAPI(title="binventory", summary="Count items in warehouse bin photos",
-                  version=predictor.model_id or "unversioned", lifespan=lifespan)
+    # /docs and /redoc with their scripts and styles served from the package, not a CDN: the
+    # dashboard and its API documentation work on a floor network with no internet
+    app = FastAPIOffline(title="binventory", summary="Count items in warehouse bin photos",
+                         version=predictor.model_id or "unversioned", lifespan=lifespan)
     app.state.counting = service  # for tests and for APIs mounted later
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(counting_router(service))

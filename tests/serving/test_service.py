@@ -365,3 +365,18 @@ def test_real_server_serves_and_stops_cleanly_on_sigterm(model_path, tmp_path):
             proc.kill()
             proc.wait()
         log_file.close()
+
+
+def test_api_docs_load_their_assets_from_the_server(client):
+    """/docs and /redoc name no CDN: every script and style they load is served here."""
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assets = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]+)['"]""", html)
+        assets += re.findall(r"""url:\s*['"]([^'"]+)['"]""", html)
+        scripts = [a for a in assets if a.endswith(".js")]
+        assert scripts and not [a for a in assets if "//" in a], (page, assets)
+        for asset in assets:
+            r = client.get(asset)
+            assert r.status_code == 200 and len(r.content) > 100, asset

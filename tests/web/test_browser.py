@@ -212,3 +212,16 @@ def test_beyond_loopback_sign_in_comes_back_to_the_page(page, predictor, invento
         page.click("header button.link")  # sign out
         page.goto(live.url + "/audit")
         assert page.locator("h1").inner_text() == "Sign in"
+
+
+def test_api_docs_render_offline(page, server):
+    """Swagger UI renders the whole API from scripts the server ships (the floor may have no
+    internet): no request leaves the server."""
+    requests = offline_only(page, server.url)
+    page.goto(server.url + "/docs")
+    page.locator(".swagger-ui .info .title").get_by_text("binventory").wait_for()
+    claim = page.locator(".opblock-summary-path", has_text="/v1/audit-tasks/{task_id}/claim")
+    assert claim.count() == 1 and claim.is_visible()
+    assert page.get_by_text("Unable to render this definition").count() == 0
+    assert page.locator("link[rel=stylesheet]").evaluate("l => l.sheet.cssRules.length") > 10
+    assert all(u.startswith(server.url) for u in requests), requests
