@@ -23,6 +23,7 @@ from binventory import BinventoryError
 from binventory.files import atomic_write_bytes
 from binventory.data.abid import (BinRecord, check_image_id, image_key, metadata_key,
                                   record_to_json)
+from binventory.data.provenance import mark_synthetic
 from binventory.data.synth_products import colour, make_skus, shade, sku_record
 
 MAX_ITEMS = 40      # more items than this cannot all stay countable in the smaller images
@@ -69,6 +70,8 @@ def generate(out: Path, n: int, seed: int = 0, max_count: int = 5, workers: int 
                 chunk = max(1, min(16, n // (4 * workers)))
                 for _ in pool.imap_unordered(_write_one, jobs, chunksize=chunk):
                     bar.update()
+    # A model trained here must never pass for one trained on real photos.
+    mark_synthetic(out, seed=seed, n=n, max_count=max_count, id_prefix=id_prefix)
     return ids
 
 

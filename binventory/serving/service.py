@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from binventory import BinventoryError
+from binventory.data.provenance import training_data_warning
 from binventory.serving.batching import BatcherStopped, MicroBatcher
 from binventory.serving.inputs import read_s3_object
 from binventory.serving.predictor import ImageError, Predictor
@@ -305,6 +306,18 @@ def counting_router(service: CountingService) -> APIRouter:
     return router
 
 
+def training_data(predictor: Predictor) -> dict:
+    """What /readyz says the model learned from (the artifact's summary, see
+    binventory.data.provenance), with a warning when that was synthetic bins only."""
+    summary = predictor.counting.metrics.get("training_data")
+    warning = training_data_warning(summary)
+    if warning:
+        log.warning("%s", warning)
+    # Older artifacts do not say what they learned from: say that, rather than nothing.
+    return {"training_data": summary if isinstance(summary, dict) else {"kind": "unknown"},
+            "training_data_warning": warning}
+
+
 def create_app(predictor: Predictor, settings: Settings | None = None) -> FastAPI:
     """A FastAPI app counting with ``predictor``; the micro-batcher runs during its lifespan."""
     settings = settings or Settings()
@@ -332,12 +345,14 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> FastAP
     async def healthz():
         return {"status": "ok"}
 
+    trained_on = training_data(predictor)
+
     @app.get("/readyz", tags=["ops"], summary="The model is loaded and warmed up")
     async def readyz():
         if not service.ready:
             return JSONResponse({"detail": "model not ready", "status": "not_ready"}, 503)
         return {"status": "ready", "model_version": predictor.model_id, "model_name": predictor.model_name,
-                "backend": predictor.backend, **service.readiness}
+                "backend": predictor.backend, **trained_on, **service.readiness}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus():

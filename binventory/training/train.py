@@ -27,6 +27,7 @@ from binventory import BinventoryError
 from binventory.data.dataset import BinDataset
 from binventory.data.manifest import dataset_root, manifest_hash, read_manifest
 from binventory.data.preprocess import Preprocess
+from binventory.data.provenance import summarize_training_data
 from binventory.diagnostics.collect import Collector
 from binventory.files import atomic_write
 from binventory.model.artifact import save_artifact
@@ -376,6 +377,8 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
             metrics["test"]["6-15"] = many
         np.savez_compressed(output / "test_predictions.npz", logits=test_logits.numpy(),
                             counts=test_counts.numpy())
+    df, meta = read_manifest(cfg.manifest)
+    metrics["training_data"] = summarize_training_data(df, dataset_root(meta, cfg.manifest))
     save_artifact(output / "model.pt", model, classes=classes, preprocess=preprocess,
                   temperature=temperature, metrics=metrics, train_config=cfg.to_dict(),
                   manifest_hash=data_hash, name=f"{cfg.backbone}-{data_hash[:8]}")

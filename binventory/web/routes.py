@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from binventory.data.provenance import describe_training_data, training_data_warning
 from binventory.inventory import audit
 from binventory.inventory.api import TOKEN_COOKIE, InventoryService, inventory, token_user
 from binventory.inventory.models import AGREED_REASON, REASON_CODES
@@ -255,8 +256,11 @@ def model_page(request: Request, inv: Inventory, version: str = ""):
             if s:
                 share = {"y_range": (0, 1), "y_format": percent} if title == "Accuracy" else {}
                 charts.append(line_chart(s, title=title, x_label="epoch", **share))
+    trained_on = (model.metrics or {}).get("training_data") if model else None
     return render(request, "model.html", page="model", model=model, versions=versions, run=run,
                   charts=charts, headline=runs.headline(model.metrics if model else None),
+                  trained_on=describe_training_data(trained_on),
+                  trained_on_warning=training_data_warning(trained_on),
                   policy=inv.policy.to_dict(), policy_mismatch=model is not None and inv.policy.mismatch(model.version))
 
 
