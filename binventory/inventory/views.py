@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from binventory.inventory import audit
@@ -134,6 +134,9 @@ def overview(session: Session) -> dict:
         select(Observation.decision, func.count()).join(latest, latest.c.obs_id == Observation.id)
         .group_by(Observation.decision)).all())
     tasks = dict(session.execute(select(AuditTask.status, func.count()).group_by(AuditTask.status)).all())
+    # One active task per bin: these are bins, and a recount takes its bin off at once.
+    waiting = dict(session.execute(select(AuditTask.reason, func.count())
+                                   .where(AuditTask.status.in_(ACTIVE_STATUSES)).group_by(AuditTask.reason)).all())
     model = session.scalar(select(Model).order_by(Model.last_used_at.desc()).limit(1))
     return {
         "bins": session.scalar(select(func.count(Bin.id))),
@@ -141,6 +144,7 @@ def overview(session: Session) -> dict:
         "observations": session.scalar(select(func.count(Observation.id))),
         "decisions": {d: int(decisions.get(d, 0)) for d in DECISIONS},
         "tasks": {s: int(tasks.get(s, 0)) for s in TASK_STATUSES},
+        "waiting": {r: int(waiting.get(r, 0)) for r in ("flag", "review")},
         "adjustments": session.scalar(select(func.count(Adjustment.id))),
         "model": None if model is None else {"version": model.version, "name": model.name,
                                              "path": model.path, "metrics": model.metrics,
@@ -148,25 +152,34 @@ def overview(session: Session) -> dict:
     }
 
 
-def record_accuracy_by_day(session: Session, days: int = 30) -> list[dict]:
-    """Inventory record accuracy per day: of the bins verified that day (a photo confirmed the
-    record, or a person recounted), the share whose record was right."""
-    per_day: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # day -> [right, verified]
-    confirmed = session.execute(
-        select(func.date(Observation.captured_at), func.count())
-        .where(Observation.decision == "confirm").group_by(func.date(Observation.captured_at)))
-    for day, n in confirmed:
-        per_day[str(day)][0] += n
-        per_day[str(day)][1] += n
-    resolved = session.execute(
-        select(func.date(AuditTask.resolved_at), AuditTask.counted_quantity == AuditTask.expected_quantity,
-               func.count())
-        .where(AuditTask.status == "resolved")
-        .group_by(func.date(AuditTask.resolved_at),
-                  AuditTask.counted_quantity == AuditTask.expected_quantity))
-    for day, agreed, n in resolved:
-        per_day[str(day)][0] += n if agreed else 0
-        per_day[str(day)][1] += n
-    out = [{"day": day, "verified": v, "right": r, "accuracy": r / v}
-           for day, (r, v) in sorted(per_day.items()) if v]
-    return out[-days:]
+def records_by_day(session: Session, days: int = 30) -> list[dict]:
+    """What is known of the records, per day and per bin (a bin photographed or recounted twice
+    in a day counts once, by its last word that day): bins whose photo confirmed the record, bins
+    a person recounted and how many of those records were right, and discrepancies (flagged
+    bins) still open at the day's end. A photo's confirmation is the model agreeing with the
+    record, not a check of it; only a recount tells whether a record was right."""
+    per_day: dict[str, dict] = defaultdict(lambda: {"confirmed_by_photo": 0, "recounted": 0, "recount_right": 0})
+    seen = func.date(Observation.captured_at)
+    last_photo = select(func.max(Observation.id).label("id")).group_by(Observation.bin_id, seen).subquery()
+    for day, decision, n in session.execute(select(seen, Observation.decision, func.count())
+                                            .join(last_photo, last_photo.c.id == Observation.id)
+                                            .group_by(seen, Observation.decision)):
+        counts = per_day[str(day)]  # a day of flags only is a day to show too
+        if decision == "confirm":
+            counts["confirmed_by_photo"] = int(n)
+    done = func.date(AuditTask.resolved_at)
+    last_count = (select(func.max(AuditTask.id).label("id")).where(AuditTask.status == "resolved")
+                  .group_by(AuditTask.bin_id, done).subquery())
+    right = func.sum(case((AuditTask.counted_quantity == AuditTask.expected_quantity, 1), else_=0))
+    for day, n, r in session.execute(select(done, func.count(), right)
+                                     .join(last_count, last_count.c.id == AuditTask.id).group_by(done)):
+        per_day[str(day)].update(recounted=int(n), recount_right=int(r or 0))
+    spans = session.execute(select(func.date(AuditTask.created_at), func.date(AuditTask.resolved_at), func.count())
+                            .where(AuditTask.reason == "flag")
+                            .group_by(func.date(AuditTask.created_at), func.date(AuditTask.resolved_at))).all()
+    out = []
+    for day in sorted(per_day)[-days:]:
+        still_open = sum(n for opened, closed, n in spans
+                         if str(opened) <= day and (closed is None or str(closed) > day))
+        out.append({"day": day, **per_day[day], "open_discrepancies": int(still_open)})
+    return out

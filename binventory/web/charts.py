@@ -67,3 +67,16 @@ def line_chart(series: list[tuple[str, list[tuple[float, float]]]], *, title: st
     legend = "".join(f'<span class="key"><i style="background:{COLORS[k % len(COLORS)]}"></i>'
                      f'{escape(name)}</span>' for k, (name, _) in enumerate(series))
     return Markup(f'<figure class="chart">{"".join(out)}<figcaption>{legend}</figcaption></figure>')
+
+
+def records_chart(days: list[dict]) -> Markup:
+    """Bins per day: confirmed by photo, recounted by a person (and found right), and
+    discrepancies still open (``binventory.inventory.views.records_by_day``)."""
+    if not days:
+        return Markup("")
+    keys = (("confirmed by photo", "confirmed_by_photo"), ("recounted by a person", "recounted"),
+            ("recount: record right", "recount_right"), ("open discrepancies", "open_discrepancies"))
+    series = [(name, [(i, d[key]) for i, d in enumerate(days)]) for name, key in keys]
+    step = max(1, len(days) // 6)
+    return line_chart(series, title="Bins per day", y_format=lambda v: f"{v:,.0f}",
+                      x_ticks=[(i, days[i]["day"][5:]) for i in range(0, len(days), step)])

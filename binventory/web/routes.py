@@ -24,10 +24,10 @@ from binventory.inventory.api import TOKEN_COOKIE, InventoryService, inventory, 
 from binventory.inventory.models import AGREED_REASON, REASON_CODES
 from binventory.inventory.tokens import check_token
 from binventory.inventory.views import (bin_history, bin_page, find_model, model_versions, overview, queue,
-                                        record_accuracy_by_day)
+                                        records_by_day)
 from binventory.model.classes import CountClasses
 from binventory.web import runs
-from binventory.web.charts import line_chart, percent
+from binventory.web.charts import line_chart, percent, records_chart
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -143,17 +143,13 @@ def render(request: Request, template: str, http_status: int = 200, **context) -
 def overview_page(request: Request, inv: Inventory):
     with inv.db.reader() as session:
         numbers = overview(session)
-        accuracy = record_accuracy_by_day(session, 60)
-    chart = None
-    if accuracy:
-        pts = [(i, d["accuracy"]) for i, d in enumerate(accuracy)]
-        step = max(1, len(accuracy) // 6)
-        chart = line_chart([("record accuracy", pts)], title="Inventory record accuracy per day",
-                           y_range=(0, 1), y_format=percent, x_ticks=[(i, accuracy[i]["day"][5:])
-                                                                      for i in range(0, len(accuracy), step)])
+        days = records_by_day(session, 60)
     model = numbers["model"]
-    return render(request, "overview.html", page="overview", n=numbers, accuracy=accuracy,
-                  chart=chart, model=model, headline=runs.headline(model and model["metrics"]))
+    # What the thresholds that confirmed these bins let through, as calibration measured it.
+    false_confirm = (((model or {}).get("policy") or {}).get("stats") or {}).get("false_confirm") or {}
+    return render(request, "overview.html", page="overview", n=numbers, days=days, recent=days[::-1][:7],
+                  chart=records_chart(days), false_confirm=false_confirm, model=model,
+                  headline=runs.headline(model and model["metrics"]))
 
 
 def audit_view(request: Request, inv: InventoryService, status: str, bin_code: str, page: int, *,

@@ -1,24 +1,41 @@
 """The numbers the CLI's status and the dashboard show, on SQLite and PostgreSQL."""
 from binventory.inventory import audit
-from binventory.inventory.views import overview, record_accuracy_by_day
+from binventory.inventory.views import overview, records_by_day
 from tests.inventory.helpers import COUNTS, load, make_dataset
 from tests.inventory.test_audit import observe
+from tests.inventory.test_outcome import photo
 
 
-def test_overview_and_record_accuracy(db, tmp_path):
+def test_overview_and_records_by_day(db, tmp_path):
     load(db, make_dataset(tmp_path / "abid", images=False))
     agreed, differed = observe(db, "bin003"), observe(db, "bin005", reason="review")
+    observe(db, "bin002")
     with db.session() as s:
         audit.resolve(s, agreed, counted_quantity=3, actor="ana")
         audit.resolve(s, differed, counted_quantity=1, actor="ana", reason_code="miscount")
     with db.reader() as s:
         o = overview(s)
-        days = record_accuracy_by_day(s)
-    assert (o["bins"], o["bins_observed"], o["observations"]) == (len(COUNTS), 2, 2)
-    assert o["decisions"] == {"confirm": 0, "flag": 1, "review": 1}
+        days = records_by_day(s)
+    assert (o["bins"], o["bins_observed"], o["observations"]) == (len(COUNTS), 3, 3)
+    assert o["decisions"] == {"confirm": 0, "flag": 2, "review": 1}
     assert o["tasks"]["resolved"] == 2 and o["adjustments"] == 2
-    # Two bins verified by a recount today: one record was right.
-    assert [(d["verified"], d["right"], d["accuracy"]) for d in days] == [(2, 1, 0.5)]
+    # The flagged bin recounted is no longer waiting: one flag and no review left.
+    assert o["waiting"] == {"flag": 1, "review": 0}
+    # Two bins recounted today, one record right; no photo confirmed one; bin002 still flagged.
+    assert [(d["confirmed_by_photo"], d["recounted"], d["recount_right"], d["open_discrepancies"])
+            for d in days] == [(0, 2, 1, 1)]
+
+
+def test_records_by_day_count_bins_not_photos(db, tmp_path):
+    load(db, make_dataset(tmp_path / "abid", images=False))
+    for n in range(3):  # one bin confirmed by three photos in a day is one bin confirmed
+        photo(db, "bin001", "confirm", n)
+    photo(db, "bin002", "confirm")
+    photo(db, "bin004", "confirm")
+    photo(db, "bin004", "flag", 1)  # its last word that day: a flag, not a confirmation
+    with db.reader() as s:
+        [today] = records_by_day(s)
+    assert (today["confirmed_by_photo"], today["open_discrepancies"]) == (2, 1)
 
 
 def test_a_page_of_the_audit_queue_costs_the_same_few_queries_at_any_size(db, tmp_path):
