@@ -30,14 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import httpx
 import numpy as np
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+
+from pgtools import fresh_database  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "abid-sample"
@@ -239,20 +239,6 @@ def check(db_url: str, accepted: list[dict], records: dict[tuple[str, str], int]
     return failures
 
 
-def fresh_database(admin_url: str) -> tuple[str, callable]:
-    name = f"bench_replicas_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop():
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
-
-
 def imported_records(db_url: str) -> dict[tuple[str, str], int]:
     engine = create_engine(db_url)
     with engine.connect() as c:
@@ -312,7 +298,7 @@ def main() -> int:
         admin = os.environ.get("BINVENTORY_TEST_PG_URL")
         if not admin:
             sys.exit("give --db, or set BINVENTORY_TEST_PG_URL (scripts/pg-throwaway.sh starts a server)")
-        db_url, drop = fresh_database(admin)
+        db_url, drop = fresh_database(admin, "bench_replicas")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             result = run(args, Path(tmp), db_url)

@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
+from bench.pgtools import fresh_database
 from binventory.inventory.db import Database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,27 +43,13 @@ def pg_admin_url():
                        capture_output=True)
 
 
-def _fresh_pg_database(admin_url: str) -> tuple[str, callable]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop():
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     """The URL of an empty database (no schema yet)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'inventory.db'}"
         return
-    url, drop = _fresh_pg_database(request.getfixturevalue("pg_admin_url"))
+    url, drop = fresh_database(request.getfixturevalue("pg_admin_url"))
     try:
         yield url
     finally:

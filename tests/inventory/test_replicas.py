@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.inventory.conftest import _fresh_pg_database
+from bench.pgtools import fresh_database
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_three_replicas_on_one_postgresql(pg_admin_url, tmp_path):
-    url, drop = _fresh_pg_database(pg_admin_url)
+    url, drop = fresh_database(pg_admin_url)
     try:
         out = tmp_path / "result.json"
         proc = subprocess.run([sys.executable, str(REPO / "bench" / "replicas.py"), "--db", url,
