@@ -18,7 +18,24 @@ log = logging.getLogger(__name__)
 EVAL_DIR = re.compile(r"^eval-[A-Za-z0-9_-]{1,64}$")
 EVAL_IMAGE = re.compile(r"^(confusion|reliability)_[A-Za-z0-9_-]{1,64}\.png$")
 REPORT = "report.html"
-HEADLINE = ("accuracy", "mae", "rmse", "within1", "ece")
+HEADLINE = ("accuracy", "within1", "mae", "rmse", "ece")
+# Plain words for the metrics, and what the abbreviation means for whoever hovers over them.
+METRICS = {
+    "n": ("photos", "n: the number of test photos"),
+    "accuracy": ("exact count", "accuracy: share of photos whose count is exactly right"),
+    "within1": ("within one item", "within-1 accuracy: share of photos counted to within one item"),
+    "mae": ("average miss, items", "MAE: mean absolute error, in items"),
+    "rmse": ("typical miss, items", "RMSE: root mean squared error, in items (large misses weigh more)"),
+    "nll": ("log loss", "NLL: negative log-likelihood of the true count (lower is better)"),
+    "ece": ("confidence gap", "ECE: expected calibration error, how far the stated confidence is "
+                              "from the accuracy (15 confidence bins)"),
+}
+SHARES = ("accuracy", "within1", "ece")
+EVALUATION = ("n", "accuracy", "within1", "mae", "rmse", "nll", "ece")
+CURVES = {"train_loss": "training loss", "val_nll": "validation log loss",
+          "train_accuracy": "training exact count", "val_accuracy": "validation exact count",
+          "val_within1": "validation within one item", "val_mae": "validation average miss",
+          "val_rmse": "validation typical miss"}
 
 
 def _json(path: Path):
@@ -33,19 +50,46 @@ def run_dir(model_path: str | None) -> Path | None:
     return Path(model_path).parent if model_path else None
 
 
+def cells(block: dict, keys=EVALUATION) -> list[dict]:
+    """A metrics block as table cells: plain label, the abbreviation's meaning, formatted value."""
+    out = []
+    for k in keys:
+        v = block.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        label, tip = METRICS[k]
+        value = f"{v:.1%}" if k in SHARES else f"{v:,}" if k == "n" else f"{v:.3f}"
+        out.append({"key": k, "label": label, "tip": tip, "value": value})
+    return out
+
+
+def _protocol_block(blocks) -> tuple[str | None, dict | None]:
+    """The first evaluation protocol's block (the one ``binventory evaluate`` reports first)."""
+    if not isinstance(blocks, dict):
+        return None, None
+    for name, block in blocks.items():
+        if name not in ("all", "6-15") and isinstance(block, dict) and block.get("n"):
+            return name, block
+    return None, None
+
+
 def headline(metrics: dict | None) -> dict:
-    """accuracy, MAE, ... of the model: on the test split when it has one, else on validation."""
+    """Exact-count accuracy, average miss, ... of the model: on the test split when it has one,
+    else on validation; within the first evaluation protocol when training evaluated one, so
+    that the overview, the model page and its evaluation report show one figure each."""
     if not isinstance(metrics, dict):
         return {}
-    test = metrics.get("test")
-    block = test.get("all") if isinstance(test, dict) else None
-    split = "test"
-    if not isinstance(block, dict):
-        block, split = metrics.get("val"), "validation"
-    if not isinstance(block, dict):
-        return {}
-    found = {k: block[k] for k in HEADLINE if isinstance(block.get(k), (int, float))}
-    return {"split": split, "n": block.get("n"), "values": found} if found else {}
+    for split, blocks, fallback in (("test", metrics.get("test"), None),
+                                    ("validation", metrics.get("val_protocols"), metrics.get("val"))):
+        protocol, block = _protocol_block(blocks)
+        if block is None:
+            block = blocks.get("all") if split == "test" and isinstance(blocks, dict) else fallback
+        if isinstance(block, dict):
+            found = cells(block, HEADLINE)
+            if found:
+                return {"split": split, "protocol": protocol, "n": block.get("n"), "cells": found,
+                        "values": {c["key"]: block[c["key"]] for c in found}}
+    return {}
 
 
 def curves(path: Path) -> list[dict]:
@@ -70,7 +114,7 @@ def series(rows: list[dict], keys: list[str]) -> list[tuple[str, list]]:
         pts = [(r["epoch"], float(r[key])) for r in rows
                if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
         if pts:
-            out.append((key, pts))
+            out.append((CURVES.get(key, key), pts))
     return out
 
 
@@ -88,7 +132,8 @@ def evaluations(folder: Path) -> list[dict]:
         if isinstance(data, dict) and isinstance(data.get("protocols"), dict):
             for name, m in data["protocols"].items():
                 if isinstance(m, dict):
-                    protocols.append({"name": name, "metrics": m, "confusion": _confusion(m),
+                    protocols.append({"name": name, "metrics": m, "cells": cells(m),
+                                      "confusion": _confusion(m),
                                       "reliability": _reliability(m),
                                       "images": [i for i in images if i.endswith(f"_{name}.png")]})
         out.append({"folder": d.name, "split": (data or {}).get("split", d.name[5:]),

@@ -87,7 +87,8 @@ def run_files(model_path) -> dict:
     folder = model_path.parent
     rules = json.loads((folder / "rules.json").read_text())["rules"]
     evaluation = json.loads((folder / "eval-test" / "metrics.json").read_text())
-    return {"name": artifact.name, "test_accuracy": artifact.metrics["test"]["all"]["accuracy"],
+    # The pages' headline is the first evaluation protocol's, as the evaluation report's is.
+    return {"name": artifact.name, "test_accuracy": artifact.metrics["test"]["challenge"]["accuracy"],
             "rules": [r["rule"] for r in rules],
             "classes": evaluation["protocols"]["challenge"]["class_names"]}
 

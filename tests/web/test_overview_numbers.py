@@ -51,3 +51,28 @@ def test_tiles_and_records_per_bin(predictor, tmp_path):
         records = text.split('id="records"')[1].split("</section>")[0]
         assert re.search(r"<td>2</td><td>1</td><td>1 \(100.0%\)</td><td>1</td>", records)
     db.close()
+
+
+def shown_metrics(text: str) -> list[dict]:
+    """Each metrics table of a page as {header: value}."""
+    out = []
+    for table in re.findall(r'<table class="kv[^"]*">(.*?)</table>', text, re.S):
+        rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
+        heads = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<th>(.*?)</th>", rows[0], re.S)]
+        values = re.findall(r"<td>(.*?)</td>", rows[1], re.S) if len(rows) > 1 else []
+        out.append(dict(zip(heads, values)))
+    return out
+
+
+def test_one_calibration_figure_in_plain_words(client):
+    overview, model = client.get("/").text, client.get("/model").text
+    gaps = {t["confidence gap"] for page in (overview, model) for t in shown_metrics(page)
+            if "confidence gap" in t}
+    # The overview's headline, the model page's and its evaluation report: one figure.
+    assert len(gaps) == 1, gaps
+    assert "protocol challenge" in overview and "protocol challenge" in model
+    for page in (overview, model):
+        assert '<abbr title="ECE: expected calibration error' in page
+        assert '<abbr title="MAE: mean absolute error, in items">average miss, items</abbr>' in page
+        assert not re.search(r"<th>(mae|rmse|ece|nll|within1)</th>", page)
+    assert "validation average miss" in model  # the training curves name their lines so too

@@ -206,8 +206,10 @@ def test_run_folder_readers(tmp_path):
     run = runs.load(str(tmp_path / "model.pt"))
     assert run["epochs"] == 1 and run["evaluations"][0]["readable"] is False
     assert run["diagnostics"] == {"report": False, "rules": [], "stopped_by": []}
-    assert runs.headline({"val": {"accuracy": 0.5, "n": 3}}) == {"split": "validation", "n": 3,
-                                                                  "values": {"accuracy": 0.5}}
+    assert runs.headline({"val": {"accuracy": 0.5, "n": 3}}) == {
+        "split": "validation", "protocol": None, "n": 3, "values": {"accuracy": 0.5},
+        "cells": [{"key": "accuracy", "label": "exact count", "value": "50.0%",
+                   "tip": "accuracy: share of photos whose count is exactly right"}]}
     assert runs.headline(None) == {} and runs.headline({"test": "x"}) == {}
     assert routes.bars({"0": 0.2, "1": 0.5, "2+": 0.3}, 1, 7)[2]["expected"] is True
 
