@@ -91,6 +91,7 @@ def test_downloads_everything_and_reports_missing(endpoint, small, tmp_path):
     assert not _parts(out)
 
 
+@pytest.mark.slow
 def test_rerun_downloads_nothing(endpoint, small, tmp_path):
     out = tmp_path / "abid"
     _fetch(IDS, out, endpoint)
@@ -102,6 +103,7 @@ def test_rerun_downloads_nothing(endpoint, small, tmp_path):
     assert [p.stat().st_mtime_ns for p in files] == mtimes  # not even rewritten
 
 
+@pytest.mark.slow
 def test_rerun_repairs_wrong_files_and_leftover_parts(endpoint, small, tmp_path):
     out = tmp_path / "abid"
     _fetch(IDS, out, endpoint)
@@ -184,6 +186,7 @@ def _cli_args(endpoint, out, *rest, bucket=SMALL):
             *rest]
 
 
+@pytest.mark.slow
 def test_killed_fetch_resumes(endpoint, big, tmp_path):
     out = tmp_path / "abid"
     ids = [f"{i:05d}" for i in range(N_BIG)]
@@ -230,6 +233,7 @@ def test_cli_limit_and_list(endpoint, small, tmp_path, capsys):
     assert "not in the bucket: metadata/nometa.json" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_subset_with_local_list(endpoint, small, tmp_path):
     file_list = tmp_path / "file_list.json"
     file_list.write_text(json.dumps({"1": ["data/metadata/523.json", "data/metadata/x.json"],

@@ -105,6 +105,7 @@ def test_cli_index_prints_table_and_writes_files(messy_dataset, capsys):
     assert main(["data", "index", str(root / "missing")]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.abid
 def test_index_real_abid_sample(abid_sample, tmp_path):
     df = build_manifest(abid_sample, progress=False)

@@ -18,6 +18,7 @@ def _train(manifest, output, epochs, *extra):
                  str(epochs), "--diagnostics-every", "2", *TINY, *extra])
 
 
+@pytest.mark.slow
 def test_train_writes_report_and_rules_and_evaluate_points_to_them(tiny_manifest, tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(tiny_manifest, out, 2) == 0
@@ -40,6 +41,7 @@ def test_train_writes_report_and_rules_and_evaluate_points_to_them(tiny_manifest
     assert metrics["training_report"] == str(out / "report.html")
 
 
+@pytest.mark.slow
 def test_stop_on_issue_stops_training_early(tiny_manifest, tmp_path):
     out = tmp_path / "frozen"
     # A learning rate of zero: the loss cannot fall, and the rule says so after two epochs.
@@ -52,6 +54,7 @@ def test_stop_on_issue_stops_training_early(tiny_manifest, tmp_path):
     assert (out / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_diagnostics_can_be_turned_off(tiny_manifest, tmp_path):
     out = tmp_path / "off"
     assert _train(tiny_manifest, out, 1, "--diagnostics-every", "0") == 0
@@ -64,6 +67,7 @@ def test_unknown_stop_rule_is_rejected(tiny_manifest, tmp_path):
     assert TrainConfig.from_dict({"stop_on_issue": ["overfit"]}).stop_on_issue == ["overfit"]
 
 
+@pytest.mark.slow
 def test_profile_writes_trace_and_step_split(tiny_manifest, tmp_path, capsys):
     out = tmp_path / "profile"
     assert main(["profile", "--manifest", str(tiny_manifest), "--steps", "3", "--warmup", "1",
@@ -78,6 +82,7 @@ def test_profile_writes_trace_and_step_split(tiny_manifest, tmp_path, capsys):
     assert {"data", "forward", "backward", "optimizer"} <= names
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_stop_together_and_only_rank_0_reports(tiny_manifest, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",

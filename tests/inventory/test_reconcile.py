@@ -70,6 +70,7 @@ def test_reconcile_judges_every_photo_once(db, predictor, policy, dataset):
     assert snapshot(db) == state
 
 
+@pytest.mark.slow
 def test_a_retrained_model_judges_the_photos_again(db, predictor, policy, dataset, tmp_path):
     # Same name, backbone and data as the first model (what a rerun of `train` gives): only
     # the weights differ, and its judgements must not be taken for the old model's.
@@ -88,6 +89,7 @@ def test_a_retrained_model_judges_the_photos_again(db, predictor, policy, datase
     assert per_model == {predictor.model_id: len(COUNTS), retrained.model_id: len(COUNTS)}
 
 
+@pytest.mark.slow
 def test_unknown_bins_and_bad_photos_are_reported_not_fatal(db, predictor, policy, dataset):
     load(db, dataset)
     (dataset / "bin-images" / "stranger.jpg").write_bytes(jpeg_bytes())
@@ -103,6 +105,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["between_batches", "inside_a_batch"])
 def test_a_crash_then_a_rerun_ends_like_one_clean_run(db_url, tmp_path, predictor, policy, dataset,
                                                       monkeypatch, where):
@@ -138,6 +141,7 @@ def test_a_crash_then_a_rerun_ends_like_one_clean_run(db_url, tmp_path, predicto
     assert snapshot(db) == snapshot(clean)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_matches_a_clean_run(tmp_path, model_path, predictor, policy):
     counts = {f"bin{i:03d}": i % 6 for i in range(150)}
     dataset = make_dataset(tmp_path / "abid", counts)
@@ -175,6 +179,7 @@ def test_a_policy_for_another_model_is_refused(tmp_path, model_path, dataset, ca
     assert "calibrated for model 'someone-else'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_policy_for_the_model_before_a_retrain_is_refused(tmp_path, predictor, dataset, capsys):
     retrained = save_tiny_model(tmp_path / "retrained.pt", seed=1)  # same name, new weights
     path = Policy(BlindVerifier(), 0.9, 0.1, model_version=predictor.model_id).save(tmp_path / "p.json")

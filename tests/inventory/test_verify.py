@@ -230,6 +230,7 @@ def test_too_few_wrong_records_confirm_nothing(caplog):
     assert cal.rates(scores, right, t, 0.0)["right_confirmed"] == 0.0
 
 
+@pytest.mark.slow
 def test_calibrate_stores_the_bound_behind_t_confirm():
     s = synthetic_sample(n=200)
     policy, _ = cal.calibrate(s, target_fcr=0.02, verifier="record", n_wrong=4)
@@ -255,6 +256,7 @@ def test_thresholds_keep_t_flag_below_t_confirm():
 
 # ---- calibration ----
 
+@pytest.mark.slow
 def test_calibrate_auto_picks_the_verifier_that_confirms_more():
     s = synthetic_sample(n=200)
     policy, candidates = cal.calibrate(s, target_fcr=0.02, verifier="auto", n_wrong=4)

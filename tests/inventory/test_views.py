@@ -1,4 +1,6 @@
 """The numbers the CLI's status and the dashboard show, on SQLite and PostgreSQL."""
+import pytest
+
 from binventory.inventory import audit
 from binventory.inventory.views import overview, records_by_day
 from tests.inventory.helpers import COUNTS, load, make_dataset
@@ -38,6 +40,7 @@ def test_records_by_day_count_bins_not_photos(db, tmp_path):
     assert (today["confirmed_by_photo"], today["open_discrepancies"]) == (2, 1)
 
 
+@pytest.mark.slow
 def test_a_page_of_the_audit_queue_costs_the_same_few_queries_at_any_size(db, tmp_path):
     """No query per task for its bin (GET /v1/audit-tasks?limit=50 issued 52)."""
     import warnings

@@ -61,6 +61,7 @@ def test_legacy_artifact_gets_an_id_from_its_weights(tmp_path):
     assert load_artifact(tmp_path / "m0.pt").name == "mobilenet_v2-abcd1234"
 
 
+@pytest.mark.slow
 def test_artifact_loads_without_training_code():
     import subprocess
     import sys

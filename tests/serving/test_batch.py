@@ -229,6 +229,7 @@ def test_a_retrained_model_does_not_resume_the_old_ones_output(model, folder, tm
 
 # ---- torchrun and the CLI ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_torchrun_matches_a_single_process(model, folder, tmp_path, capsys):
     single, dist_out = tmp_path / "single.parquet", tmp_path / "dist.parquet"
     assert main(["predict", "--model", str(model), "--input", str(folder), "--out", str(single),

@@ -317,6 +317,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_real_server_serves_and_stops_cleanly_on_sigterm(model_path, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"

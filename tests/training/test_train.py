@@ -26,6 +26,7 @@ def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_metrics_and_artifact(tiny_manifest, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_args(tiny_manifest, out, 2)) == 0
@@ -44,6 +45,7 @@ def test_train_writes_checkpoints_metrics_and_artifact(tiny_manifest, tmp_path, 
     assert summary["model"] == str(out / "model.pt") and "test_challenge" in summary
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_weights(tiny_manifest, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     epochs = 4
@@ -69,6 +71,7 @@ def test_resume_after_kill_gives_the_same_weights(tiny_manifest, tmp_path):
     assert epochs_logged == list(range(1, epochs + 1))
 
 
+@pytest.mark.slow
 def test_a_kill_between_checkpoint_and_metrics_line_loses_no_epoch(tiny_manifest, tmp_path, monkeypatch):
     from binventory.training import train as train_mod
 
@@ -94,6 +97,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_keep_identical_weights(tiny_manifest, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -141,6 +145,7 @@ def test_train_needs_a_manifest(capsys):
     assert "--manifest is required" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_command_writes_report(tiny_manifest, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_args(tiny_manifest, out, 1)) == 0

@@ -1,11 +1,13 @@
 import json
 
 import optuna
+import pytest
 
 from binventory.cli import main
 from tests.training.conftest import TINY
 
 
+@pytest.mark.slow
 def test_tune_runs_resumes_and_exports_best_config(tiny_manifest, tmp_path, capsys):
     study = tmp_path / "study"
     argv = ["tune", "--manifest", str(tiny_manifest), "--study-dir", str(study), "--epochs", "1",
