@@ -23,6 +23,9 @@ from binventory.inventory.models import (ACTIVE_STATUSES, AGREED_REASON, REASON_
                                          Adjustment, AuditTask, Bin, BinContent, Observation, Sku, utcnow)
 
 
+TASK_REASONS = ("flag", "review")  # the decisions that open a task
+
+
 class NotFound(BinventoryError):
     """An unknown bin, task or SKU (HTTP 404)."""
 
@@ -54,17 +57,33 @@ def expected_quantity(session: Session, bin_id: int) -> int:
                               .where(BinContent.bin_id == bin_id)))
 
 
-def list_tasks(session: Session, *, status: str | None = None, bin_code: str | None = None,
-               limit: int = 50, offset: int = 0, options=()) -> tuple[list[AuditTask], int]:
-    """Tasks by priority (highest first), then age; and how many match in all. ``options``:
-    loader options for the page's query (e.g. its photos)."""
-    if status is not None and status not in TASK_STATUSES:
+def list_tasks(session: Session, *, status: str | tuple[str, ...] | None = None, bin_code: str | None = None,
+               bin_prefix: str | None = None, reason: str | None = None, reason_code: str | None = None,
+               min_priority: float | None = None, limit: int = 50, offset: int = 0,
+               options=()) -> tuple[list[AuditTask], int]:
+    """Tasks by priority (highest first), then age; and how many match in all. ``bin_code`` is
+    one bin (unknown: NotFound), ``bin_prefix`` any bin whose code starts so; ``reason`` flag or
+    review; ``reason_code`` what a resolution gave; ``options``: loader options for the page's
+    query (e.g. its photos)."""
+    statuses = (status,) if isinstance(status, str) else status
+    if statuses is not None and not set(statuses) <= set(TASK_STATUSES):
         raise Invalid(f"status must be one of {TASK_STATUSES}, got {status!r}")
+    if reason is not None and reason not in TASK_REASONS:
+        raise Invalid(f"reason must be one of {TASK_REASONS}, got {reason!r}")
     query = select(AuditTask)
-    if status is not None:
-        query = query.where(AuditTask.status == status)
+    if statuses is not None:
+        query = query.where(AuditTask.status.in_(statuses))
+    if reason is not None:
+        query = query.where(AuditTask.reason == reason)
+    if reason_code is not None:
+        query = query.where(AuditTask.reason_code == reason_code)
+    if min_priority is not None:
+        query = query.where(AuditTask.priority >= min_priority)
     if bin_code is not None:
         query = query.where(AuditTask.bin_id == get_bin(session, bin_code).id)
+    if bin_prefix:
+        bins = select(Bin.id).where(Bin.code.startswith(bin_prefix, autoescape=True))
+        query = query.where(AuditTask.bin_id.in_(bins))
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     rows = session.scalars(query.options(*options)
                            .order_by(AuditTask.priority.desc(), AuditTask.id).limit(limit).offset(offset)).all()

@@ -48,8 +48,13 @@ def _latest():
             .group_by(Observation.bin_id).subquery())
 
 
-def bin_page(session: Session, q: str | None = None, limit: int = 50, offset: int = 0) -> dict:
-    """Bins by code (``q``: code prefix), with expected quantity, last decision and active task."""
+def bin_page(session: Session, q: str | None = None, limit: int = 50, offset: int = 0, *,
+             observed: bool | None = None, open_task: bool | None = None, decision: str | None = None) -> dict:
+    """Bins by code (``q``: code prefix), with expected quantity, last decision and active task;
+    only those photographed or not (``observed``), with an active task or not (``open_task``),
+    whose last photo was decided so (``decision``)."""
+    if decision is not None and decision not in DECISIONS:
+        raise audit.Invalid(f"decision must be one of {DECISIONS}, got {decision!r}")
     expected, latest = _expected(), _latest()
     active = (select(AuditTask.bin_id, AuditTask.id.label("task_id"), AuditTask.status)
               .where(AuditTask.status.in_(ACTIVE_STATUSES)).subquery())
@@ -60,11 +65,16 @@ def bin_page(session: Session, q: str | None = None, limit: int = 50, offset: in
              .outerjoin(latest, latest.c.bin_id == Bin.id)
              .outerjoin(Observation, Observation.id == latest.c.obs_id)
              .outerjoin(active, active.c.bin_id == Bin.id))
-    count = select(func.count(Bin.id))
     if q:
-        query, count = query.where(Bin.code.startswith(q)), count.where(Bin.code.startswith(q))
+        query = query.where(Bin.code.startswith(q, autoescape=True))
+    if observed is not None:
+        query = query.where(latest.c.obs_id.is_not(None) if observed else latest.c.obs_id.is_(None))
+    if open_task is not None:
+        query = query.where(active.c.task_id.is_not(None) if open_task else active.c.task_id.is_(None))
+    if decision is not None:
+        query = query.where(Observation.decision == decision)
     rows = session.execute(query.order_by(Bin.code).limit(limit).offset(offset))
-    return {"total": session.scalar(count), "bins": [
+    return {"total": session.scalar(select(func.count()).select_from(query.subquery())), "bins": [
         {"bin": code, "expected_quantity": int(exp), "last_decision": decision,
          "last_predicted_count": predicted,
          "last_observed_at": seen.isoformat() if seen else None, "active_task_id": task_id,
@@ -83,12 +93,11 @@ def bin_detail(session: Session, code: str) -> dict:
             "contents": contents, "active_task": task_dict(active) if active else None}
 
 
-def queue(session: Session, *, status: str | None = None, bin_code: str | None = None,
-          limit: int = 50, offset: int = 0) -> dict:
-    """A page of the audit queue with each task's photo: its score, when it was taken and the
-    model's count distribution."""
-    tasks, total = audit.list_tasks(session, status=status, bin_code=bin_code, limit=limit, offset=offset,
-                                    options=[joinedload(AuditTask.observation)])
+def queue(session: Session, limit: int = 50, offset: int = 0, **filters) -> dict:
+    """A page of the audit queue (``filters`` as audit.list_tasks takes them) with each task's
+    photo: its score, when it was taken and the model's count distribution."""
+    tasks, total = audit.list_tasks(session, limit=limit, offset=offset,
+                                    options=[joinedload(AuditTask.observation)], **filters)
     rows = []
     for t in tasks:
         obs = t.observation
@@ -114,6 +123,23 @@ def bin_history(session: Session, code: str, *, observations: tuple[int, int] = 
         "tasks": [task_dict(t) for t in session.scalars(
             select(AuditTask).where(AuditTask.bin_id == bin_id).order_by(AuditTask.id.desc()).limit(tasks))],
     }
+
+
+def ledger_page(session: Session, bin_prefix: str | None = None, limit: int = 50, offset: int = 0, *,
+                before_id: int | None = None) -> dict:
+    """Every adjustment, newest first (``bin_prefix``: bins whose code starts so; ``before_id``:
+    older than that row, to read the whole ledger in chunks), and how many match."""
+    query = select(Adjustment)
+    if bin_prefix:
+        bins = select(Bin.id).where(Bin.code.startswith(bin_prefix, autoescape=True))
+        query = query.where(Adjustment.bin_id.in_(bins))
+    total = None
+    if before_id is None:
+        total = int(session.scalar(select(func.count()).select_from(query.subquery())))
+    else:
+        query = query.where(Adjustment.id < before_id)
+    rows = session.scalars(query.order_by(Adjustment.id.desc()).limit(limit).offset(offset))
+    return {"total": total, "ledger": [adjustment_dict(a) for a in rows]}
 
 
 def find_model(session: Session, version: str | None = None) -> Model | None:

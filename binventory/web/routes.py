@@ -1,101 +1,29 @@
-"""The dashboard's pages: overview, audit queue (with the resolve form), bins, a bin, the model.
+"""The dashboard's pages: overview, bins, a bin, the model, sign-in (the audit queue and the ledger
+are binventory.web.queue's).
 
-Writes (resolving a task) need the same token as the API: the login form checks it and keeps it in
-the ``binventory_token`` cookie (HttpOnly, SameSite=Strict, so other sites can neither read it nor
-post forms with it), which the API accepts too. Reads are open like the API's unless
+Writes (claiming and resolving tasks) need the same token as the API: the login form checks it and
+keeps it in the ``binventory_token`` cookie (HttpOnly, SameSite=Strict, so other sites can neither
+read it nor post forms with it), which the API accepts too. Reads are open like the API's unless
 ``reads_need_token``: then every page but the sign-in page sends a signed-out browser there
-(``SignInRequired``, which the app answers with ``sign_in_redirect``)."""
+(binventory.web.pages.signed_in)."""
 from __future__ import annotations
 
-import math
-from pathlib import Path
-from urllib.parse import quote
-
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from binventory.data.provenance import describe_training_data, training_data_warning
 from binventory.inventory import audit
-from binventory.inventory.api import TOKEN_COOKIE, InventoryService, inventory, token_user
-from binventory.inventory.models import AGREED_REASON, REASON_CODES
+from binventory.inventory.api import InventoryService
+from binventory.inventory.models import DECISIONS
 from binventory.inventory.tokens import check_token
-from binventory.inventory.views import (bin_history, bin_page, find_model, model_versions, overview, queue,
+from binventory.inventory.views import (bin_history, bin_page, find_model, model_versions, overview,
                                         records_by_day)
-from binventory.model.classes import CountClasses
-from binventory.web import runs
+from binventory.web import queue, runs
 from binventory.web.charts import line_chart, percent, records_chart
-
-HERE = Path(__file__).parent
-STATIC_DIR = HERE / "static"
-TEMPLATES = Jinja2Templates(directory=HERE / "templates")
-COOKIE = TOKEN_COOKIE
-COOKIE_MAX_AGE = 12 * 3600
-PAGE_SIZE = 20        # audit tasks, observations
-BIN_PAGE_SIZE = 50    # bins, ledger rows
-STATUS_FILTERS = ("open", "in_progress", "resolved", "cancelled", "all")
-
-
-def _page(value: str | None) -> int:
-    """A page number from the query string: 1 for anything that is not a positive integer."""
-    value = (value or "").strip()
-    return max(1, int(value)) if value.isdigit() else 1
-
-
-def _when(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None and hasattr(value, "strftime") \
-        else (str(value)[:16].replace("T", " ") if value else "")
-
-
-TEMPLATES.env.filters["when"] = _when
-TEMPLATES.env.filters["pct"] = lambda v: "" if v is None else f"{v:.1%}"
-TEMPLATES.env.filters["num"] = lambda v: "" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.3g}")
-
-
-def pager(request: Request, total: int, page: int, size: int, param: str = "page") -> dict:
-    pages = max(1, math.ceil(total / size))
-
-    def url(n: int) -> str:
-        return "?" + request.url.include_query_params(**{param: n}).query
-
-    return {"page": page, "pages": pages, "total": total, "first": (page - 1) * size + 1 if total else 0,
-            "last": min(page * size, total), "prev": url(page - 1) if page > 1 else None,
-            "next": url(page + 1) if page < pages else None}
-
-
-def bars(probabilities: dict | None, predicted: int | None, expected: int | None) -> list[dict]:
-    """The predicted count distribution as bars; marks the predicted and the expected class."""
-    if not probabilities:
-        return []
-    names = list(probabilities)
-    try:
-        classes = CountClasses.from_names(names)
-    except ValueError:  # not count classes: show the bars, mark nothing
-        classes = None
-
-    def class_of(count):
-        k = classes.index_of(count) if classes is not None and count is not None else -1
-        return names[k] if k >= 0 else None
-
-    want, got = class_of(expected), class_of(predicted)
-    return [{"name": n, "p": float(p), "height": max(1.0, 100 * float(p)), "expected": n == want,
-             "predicted": n == got} for n, p in probabilities.items()]
-
-
-class SignInRequired(Exception):
-    """A signed-out browser asked for a page while reads need a token."""
-
-    def __init__(self, next_url: str):
-        super().__init__(next_url)
-        self.next_url = next_url
-
-
-async def sign_in_redirect(request: Request, e: SignInRequired) -> RedirectResponse:
-    """The app's handler for SignInRequired: to the sign-in page, which comes back afterwards."""
-    return RedirectResponse(f"/login?next={quote(e.next_url, safe='')}", 303)
+from binventory.web.pages import (BIN_PAGE_SIZE, COOKIE, COOKIE_MAX_AGE, PAGE_SIZE, STATIC_DIR,  # noqa: F401
+                                  Inventory, SignInRequired, _page, bars, pager, protected, render,
+                                  sign_in_redirect)
 
 
 def install(app: FastAPI, *, policy_mismatch: str | None = None) -> None:
@@ -104,39 +32,14 @@ def install(app: FastAPI, *, policy_mismatch: str | None = None) -> None:
     --allow-policy-mismatch``), shown on every page."""
     app.state.policy_mismatch = policy_mismatch
     app.include_router(router)
+    app.include_router(queue.router)
     app.include_router(public)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
-Inventory = Annotated[InventoryService, Depends(inventory)]
-
-
-def user(request: Request, inv: Inventory) -> str | None:
-    """Who is signed in (the sign-in cookie or a bearer header), or None."""
-    return token_user(inv.db, request)
-
-
-User = Annotated[str | None, Depends(user)]
-
-
-def signed_in(request: Request, inv: Inventory, name: User) -> None:
-    if inv.reads_need_token and name is None:
-        # A form post cannot be replayed after signing in: come back to the queue instead.
-        url = request.url
-        raise SignInRequired(url.path + (f"?{url.query}" if url.query else "")
-                             if request.method == "GET" else "/audit")
-
-
-router = APIRouter(include_in_schema=False, dependencies=[Depends(signed_in)])
+router = protected()
 public = APIRouter(include_in_schema=False)  # the sign-in page itself
-
-
-def render(request: Request, template: str, http_status: int = 200, **context) -> HTMLResponse:
-    state = request.app.state
-    return TEMPLATES.TemplateResponse(request, template, {
-        "user": token_user(state.inventory.db, request), "reads_need_token": state.inventory.reads_need_token,
-        "served_policy_mismatch": state.policy_mismatch, **context}, status_code=http_status)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -152,68 +55,24 @@ def overview_page(request: Request, inv: Inventory):
                   headline=runs.headline(model and model["metrics"]))
 
 
-def audit_view(request: Request, inv: InventoryService, status: str, bin_code: str, page: int, *,
-               error: str | None = None, error_task: int | None = None, form: dict | None = None,
-               http_status: int = 200):
-    status = status if status in STATUS_FILTERS else "open"
-    bin_code = bin_code.strip()
-    rows, total, notice = [], 0, None
-    with inv.db.reader() as session:
-        try:
-            found = queue(session, status=None if status == "all" else status, bin_code=bin_code or None,
-                          limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-            rows, total = found["tasks"], found["total"]
-        except audit.NotFound as e:
-            notice = str(e)
-    for t in rows:
-        t["bars"] = bars(t["probabilities"], t["predicted_count"], t["expected_quantity"])
-        t["active"] = t["status"] in ("open", "in_progress")
-    return render(request, "audit.html", http_status, page="audit", tasks=rows, status=status,
-                  bin=bin_code, statuses=STATUS_FILTERS, pager=pager(request, total, page, PAGE_SIZE),
-                  notice=notice, error=error, error_task=error_task, form=form or {},
-                  reason_codes=REASON_CODES, agreed=AGREED_REASON)
-
-
-@router.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, inv: Inventory, status: str = "open", bin: str = "", page: str = "1"):
-    return audit_view(request, inv, status, bin, _page(page))
-
-
-@router.post("/audit/{task_id}/resolve", response_class=HTMLResponse)
-def resolve_form(request: Request, task_id: int, inv: Inventory, actor: User, counted_quantity: str = Form(""),
-                 reason_code: str = Form(""), note: str = Form(""), status: str = Form("open"),
-                 bin: str = Form(""), page: str = Form("1")):
-    if actor is None:
-        return render(request, "login.html", 401, page="login", next=f"/audit?status={quote(status)}",
-                      error="Sign in with an API token to resolve audit tasks.")
-    form = {"counted_quantity": counted_quantity, "reason_code": reason_code, "note": note}
-    try:
-        counted = int(counted_quantity.strip())
-        if counted < 0:
-            raise ValueError
-    except ValueError:
-        return audit_view(request, inv, status, bin, _page(page), http_status=422, error_task=task_id, form=form,
-                          error=f"The counted quantity must be a whole number, 0 or more "
-                                f"(got {counted_quantity.strip() or 'nothing'!r}).")
-    try:
-        with inv.db.session() as session:
-            task, _ = audit.resolve(session, task_id, counted_quantity=counted, actor=actor,
-                                    reason_code=reason_code or None, note=note.strip() or None)
-            code = task.bin.code
-    except (audit.NotFound, audit.Conflict, audit.Invalid) as e:
-        http = 404 if isinstance(e, audit.NotFound) else 409 if isinstance(e, audit.Conflict) else 422
-        return audit_view(request, inv, status, bin, _page(page), error=str(e), error_task=task_id, form=form,
-                          http_status=http)
-    return RedirectResponse(f"/bins/{quote(code, safe='')}?resolved={task_id}", 303)
+BIN_FILTERS = {"seen": {"yes": True, "no": False}, "task": {"yes": True, "no": False},
+               "decision": {d: d for d in DECISIONS}}
 
 
 @router.get("/bins", response_class=HTMLResponse)
 def bins_page(request: Request, inv: Inventory, q: str = "", page: str = "1"):
+    """Bins by code prefix; ``seen`` (photographed), ``task`` (an active audit task) and
+    ``decision`` (of the last photo) narrow them, so the few observed bins are not buried."""
     n = _page(page)
+    chosen = {k: request.query_params.get(k, "") for k in BIN_FILTERS}
+    chosen = {k: v if v in BIN_FILTERS[k] else "" for k, v in chosen.items()}
     with inv.db.reader() as session:
-        found = bin_page(session, q.strip() or None, BIN_PAGE_SIZE, (n - 1) * BIN_PAGE_SIZE)
-    return render(request, "bins.html", page="bins", q=q.strip(), bins=found["bins"],
-                  pager=pager(request, found["total"], n, BIN_PAGE_SIZE))
+        found = bin_page(session, q.strip() or None, BIN_PAGE_SIZE, (n - 1) * BIN_PAGE_SIZE,
+                         observed=BIN_FILTERS["seen"].get(chosen["seen"]),
+                         open_task=BIN_FILTERS["task"].get(chosen["task"]),
+                         decision=BIN_FILTERS["decision"].get(chosen["decision"]))
+    return render(request, "bins.html", page="bins", q=q.strip(), bins=found["bins"], chosen=chosen,
+                  decisions=DECISIONS, pager=pager(request, found["total"], n, BIN_PAGE_SIZE))
 
 
 @router.get("/bins/{code}", response_class=HTMLResponse)

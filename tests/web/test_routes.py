@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from binventory.inventory.db import Database
 from binventory.inventory.models import Adjustment, AuditTask, Model, utcnow
 from binventory.inventory.policy import Policy
-from binventory.web import routes, runs
+from binventory.web import pages, routes, runs
 from tests.web.conftest import N_BINS, UNSEEN_BIN, Inventory, TestClient, make_app
 
 
@@ -58,9 +58,9 @@ def test_audit_queue_by_priority_with_filters(client):
     assert len(priorities) >= 2 and priorities == sorted(priorities, reverse=True)
     assert 'src="/v1/observations/' in text and 'class="bars"' in text
     resolved = client.get("/audit?status=resolved").text
-    assert resolved.count('class="task card"') == 1 and "counted <b>" in resolved
-    assert "unknown bin &#39;nope&#39;" in client.get("/audit?bin=nope").text
-    assert "No open audit tasks for bin 99999" in client.get(f"/audit?bin={UNSEEN_BIN}").text
+    assert resolved.count('class="task"') == 1 and "counted <b>" in resolved
+    assert "No open or claimed audit tasks match (bins starting with nope)" in client.get("/audit?bin=nope").text
+    assert "No open audit tasks match (bins starting with 99999)" in client.get(f"/audit?status=open&bin={UNSEEN_BIN}").text
     assert client.get("/audit?status=bogus&page=x").status_code == 200  # lenient: defaults
 
 
@@ -73,9 +73,9 @@ def test_pagination(client, monkeypatch):
     assert "past the last page" in client.get("/bins?page=99").text
     assert "1&ndash;1 of 1 bins" in client.get("/bins?q=00015").text
     assert "No bin code starts with" in client.get("/bins?q=zzz").text
-    monkeypatch.setattr(routes, "PAGE_SIZE", 2)
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
     text = client.get("/audit?status=all&page=2").text
-    assert "3&ndash;4 of" in text and "status=all" in text and text.count('class="task card"') == 2
+    assert "3&ndash;4 of" in text and "status=all" in text and text.count('class="task"') == 2
 
 
 def test_unknown_bin_is_a_404_page(client):
@@ -119,8 +119,10 @@ def test_login_sets_a_strict_httponly_cookie(client, inventory):
     ({"counted_quantity": "many"}, 422, "The counted quantity must be a whole number, 0 or more (got &#39;many&#39;)"),
     ({"counted_quantity": "-2"}, 422, "must be a whole number"),
     ({"counted_quantity": ""}, 422, "got &#39;nothing&#39;"),
-    ({"counted_quantity": "40"}, 422, "reason_code must be one of"),
-    ({"counted_quantity": "40", "reason_code": "bogus"}, 422, "reason_code must be one of"),
+    ({"counted_quantity": "40"}, 422, "Pick a reason"),
+    ({"counted_quantity": "40", "reason_code": "bogus"}, 422, "Pick a reason"),
+    ({"counted_quantity": "40", "reason_code": "count_confirmed"}, 422,
+     "You counted 40 but the record says"),
 ])
 def test_bad_form_input_is_explained(client, inventory, form, status, message):
     login(client, inventory)
@@ -138,7 +140,7 @@ def test_resolve_writes_the_ledger(client, inventory):
     task = open_task(inventory)
     r = client.post(f"/audit/{task.id}/resolve", data={
         "counted_quantity": str(task.expected_quantity + 3), "reason_code": "found", "note": "behind a box",
-        "status": "open", "bin": "", "page": "1"}, follow_redirects=False)
+        "back": "/audit?page=1"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].endswith(f"?resolved={task.id}")
     page = client.get(r.headers["location"]).text
     assert f"Audit task {task.id} resolved" in page and "its adjustments" in page
@@ -147,8 +149,8 @@ def test_resolve_writes_the_ledger(client, inventory):
     # Twice: the task is no longer open, said on the page.
     again = client.post(f"/audit/{task.id}/resolve", data={"counted_quantity": "1", "reason_code": "found"})
     assert again.status_code == 409 and "already resolved" in again.text
-    missing = client.post("/audit/999999/resolve", data={"counted_quantity": "1"})
-    assert missing.status_code == 404 and "unknown audit task 999999" in missing.text
+    missing = client.post("/audit/999999/resolve", data={"counted_quantity": "1", "reason_code": "found"})
+    assert missing.status_code == 404 and "Task 999999 does not exist" in missing.text
     client.cookies.clear()
 
 
