@@ -30,7 +30,7 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     c = synth.generate(tmp_path / "c", n=6, seed=4, workers=1, progress=False)
     assert a == b == c
     da, db, dc = digests(tmp_path / "a"), digests(tmp_path / "b"), digests(tmp_path / "c")
-    assert len(da) == 12 and da == db
+    assert len(da) == 13 and da == db and "SYNTHETIC.json" in da  # 6 photos, 6 records, the marker
     images = [k for k in da if k.startswith("bin-images/")]
     assert all(da[k] != dc[k] for k in images)
 
