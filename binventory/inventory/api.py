@@ -138,10 +138,14 @@ def install(app, db: Database, policy: Policy, image_dir: str | Path, *, reads_n
 
 
 @router.get("/bins", summary="Bins with their expected quantity and latest decision")
-def list_bins(db: DB, q: str | None = None, limit: int = Query(50, ge=1, le=500),
-              offset: int = Query(0, ge=0)):
+def list_bins(db: DB, q: str | None = Query(None, description="bin code prefix"),
+              observed: bool | None = Query(None, description="photographed at least once, or never"),
+              open_task: bool | None = Query(None, description="with an open or claimed audit task, or none"),
+              decision: str | None = Query(None, description="the last photo's decision: confirm, flag or review"),
+              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
     with db.reader() as session:
-        return bin_page(session, q, limit, offset)
+        return _domain_errors(bin_page, session, q, limit, offset, observed=observed, open_task=open_task,
+                              decision=decision)
 
 
 @router.get("/bins/{code}", summary="A bin's contents (SKUs and expected quantities)")
@@ -232,11 +236,16 @@ async def observation_image(obs_id: int, inv: InventoryService = Depends(invento
 
 
 @router.get("/audit-tasks", summary="The audit queue, highest priority first")
-def tasks(db: DB, status: str | None = "open", bin: str | None = None,
+def tasks(db: DB, status: str | None = "open", bin: str | None = Query(None, description="one bin's code"),
+          bin_prefix: str | None = Query(None, description="bins whose code starts so"),
+          reason: str | None = Query(None, description="flag or review"),
+          reason_code: str | None = Query(None, description="the reason a resolution gave"),
+          min_priority: float | None = Query(None, description="priority at least this"),
           limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
     with db.reader() as session:
-        rows, total = _domain_errors(audit.list_tasks, session, status=status or None,
-                                     bin_code=bin, limit=limit, offset=offset)
+        rows, total = _domain_errors(audit.list_tasks, session, status=status or None, bin_code=bin,
+                                     bin_prefix=bin_prefix, reason=reason, reason_code=reason_code,
+                                     min_priority=min_priority, limit=limit, offset=offset)
         return {"total": total, "tasks": [task_dict(t) for t in rows]}
 
 

@@ -144,7 +144,6 @@ def test_a_photo_opens_full_size(page, server):
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=big.element_handle())
     box = big.bounding_box()
     assert box["width"] > 5 * small and box["height"] <= 0.9 * 760 + 1  # fills the screen, fits it
-    screenshot(page, "photo-full-size.png")
     big.click()  # closes again
     assert page.locator(".lightbox:target").count() == 0
 
