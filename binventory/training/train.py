@@ -215,6 +215,61 @@ def train(cfg: TrainConfig, callbacks: list[EpochCallback] | None = None) -> dic
         distributed.cleanup()
 
 
+def resume(cfg: TrainConfig, info: distributed.DistInfo, step: TrainStep,
+           data_hash: str) -> tuple[int, dict | None, list[dict], int]:
+    """Load OUTPUT/last.pt into the step when resuming: (start epoch, best, history, stale)."""
+    output = Path(cfg.output)
+    # Rank 0 reads last.pt and hands it to every rank: on several hosts (SageMaker) only rank
+    # 0's disk has it, and ranks resuming at different epochs would wait on each other forever.
+    ckpt = error = None
+    if info.is_main and cfg.resume and (output / "last.pt").is_file():
+        try:
+            ckpt = load_checkpoint(output / "last.pt")
+        except BinventoryError as e:
+            error = str(e)
+    ckpt, error = distributed.broadcast_object((ckpt, error), info)
+    if error:
+        raise BinventoryError(error)
+    if ckpt is None:
+        return 0, None, [], 0
+    if ckpt["manifest_hash"] != data_hash:
+        raise BinventoryError("the manifest changed since the checkpoint was written: "
+                              "resume needs the same data")
+    step.model.load_state_dict(ckpt["model"])
+    step.optimizer.load_state_dict(ckpt["optimizer"])
+    step.scheduler.load_state_dict(ckpt["scheduler"])
+    if step.ema is not None:
+        step.ema.load_state_dict(ckpt["ema"])
+    history = ckpt["history"]
+    set_rng_state(ckpt["rng"])
+    if info.is_main:
+        # The checkpoint is the record: a kill after it but before the epoch's metrics line
+        # (or after the line but before the next checkpoint) must not lose or repeat a line.
+        atomic_write(output / "metrics.jsonl",
+                     lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in history)))
+        log.info("resumed from %s at epoch %d", output / "last.pt", ckpt["epoch"] + 2)
+    return ckpt["epoch"] + 1, ckpt["best"], history, ckpt["stale"]
+
+
+def save_epoch(cfg: TrainConfig, step: TrainStep, best_scored: nn.Module | None, progress: dict,
+               writer) -> None:
+    """last.pt (and best.pt when the epoch improved), then the epoch's metrics line."""
+    output, model = Path(cfg.output), _unwrap(step.model)
+    state = {"model": model.state_dict(), "optimizer": step.optimizer.state_dict(),
+             "scheduler": step.scheduler.state_dict(),
+             "ema": step.ema.state_dict() if step.ema is not None else None,
+             **progress, "rng": rng_state(), "config": cfg.to_dict(),
+             "spec": model.binventory_spec.to_dict()}
+    if best_scored is not None:
+        save_checkpoint({**state, "scored": best_scored.state_dict()}, output / "best.pt")
+    save_checkpoint(state, output / "last.pt")
+    record = progress["history"][-1]
+    _log_epoch(record, output, writer)
+    log.info("epoch %d: loss %.3f, train acc %.3f, val acc %.3f, val rmse %.3f, %.1f img/s",
+             record["epoch"], record["train_loss"], record["train_accuracy"],
+             record["val_accuracy"], record["val_rmse"], record["images_per_s"])
+
+
 def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCallback],
            diag: Collector) -> dict:
     output = Path(cfg.output)
@@ -234,38 +289,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
 
     step = build_step(cfg, classes, info.device, len(train_loader),
                       priors.loss_weights(log_ratio, cfg.prior_correction))
-    model, ema, optimizer, scheduler = step.model, step.ema, step.optimizer, step.scheduler
-    diag.attach(model, optimizer, classes.to_class)
+    model, ema = step.model, step.ema
+    diag.attach(model, step.optimizer, classes.to_class)
 
-    start_epoch, best, history, stale = 0, None, [], 0
-    # Rank 0 reads last.pt and hands it to every rank: on several hosts (SageMaker) only rank
-    # 0's disk has it, and ranks resuming at different epochs would wait on each other forever.
-    ckpt = error = None
-    if info.is_main and cfg.resume and (output / "last.pt").is_file():
-        try:
-            ckpt = load_checkpoint(output / "last.pt")
-        except BinventoryError as e:
-            error = str(e)
-    ckpt, error = distributed.broadcast_object((ckpt, error), info)
-    if error:
-        raise BinventoryError(error)
-    if ckpt is not None:
-        if ckpt["manifest_hash"] != data_hash:
-            raise BinventoryError("the manifest changed since the checkpoint was written: "
-                                  "resume needs the same data")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        start_epoch, best, history, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt["history"], ckpt["stale"]
-        set_rng_state(ckpt["rng"])
-        if info.is_main:
-            # The checkpoint is the record: a kill after it but before the epoch's metrics line
-            # (or after the line but before the next checkpoint) must not lose or repeat a line.
-            atomic_write(output / "metrics.jsonl",
-                         lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in history)))
-            log.info("resumed from %s at epoch %d", output / "last.pt", start_epoch + 1)
+    start_epoch, best, history, stale = resume(cfg, info, step, data_hash)
     if info.enabled:
         model = step.model = DistributedDataParallel(model)
     writer = _tensorboard(output) if info.is_main else None
@@ -291,19 +318,9 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
             best = dict(record)
         history.append(record)
         if info.is_main:
-            state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(),
-                     "ema": ema.state_dict() if ema is not None else None,
-                     "epoch": epoch, "best": best, "history": history, "stale": stale,
-                     "rng": rng_state(), "config": cfg.to_dict(), "manifest_hash": data_hash,
-                     "spec": _unwrap(model).binventory_spec.to_dict()}
-            if improved:
-                save_checkpoint({**state, "scored": scored.state_dict()}, output / "best.pt")
-            save_checkpoint(state, output / "last.pt")
-            _log_epoch(record, output, writer)
-            log.info("epoch %d: loss %.3f, train acc %.3f, val acc %.3f, val rmse %.3f, %.1f img/s",
-                     epoch + 1, record["train_loss"], record["train_accuracy"],
-                     record["val_accuracy"], record["val_rmse"], record["images_per_s"])
+            save_epoch(cfg, step, scored if improved else None,
+                       {"epoch": epoch, "best": best, "history": history, "stale": stale,
+                        "manifest_hash": data_hash}, writer)
         for callback in callbacks:
             callback(epoch, record)
         diag.end_epoch(record)
