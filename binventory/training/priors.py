@@ -9,7 +9,9 @@ best estimate of what the cameras will see. Two corrections:
   logits; folded into the head's bias, so the artifact and its ONNX export need nothing new;
 - ``class_weights``: weight each training image's loss by target / train prior of its class.
 
-With every training row carrying a record the two priors are equal and both are no-ops.
+With every training row carrying a record the two priors are equal and both are no-ops. Neither
+is the default: measured on dev + abid-extra, the full logit adjustment over-corrected (see
+BENCHMARKS.md); ``train`` reports the uncorrected model beside the corrected one to check.
 """
 from __future__ import annotations
 

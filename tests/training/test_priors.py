@@ -70,7 +70,8 @@ def test_training_on_merged_data_folds_the_correction_into_the_artifact(good_dat
     assert main(["data", "split", f"{m}-b.parquet", "--protocol", "all", "--ratios", "1", "0", "0"]) == 0
     assert main(["data", "merge", f"{m}-a.parquet", f"{m}-b.parquet", "--out", f"{m}.parquet"]) == 0
     out = tmp_path / "run"
-    assert main(["train", "--manifest", f"{m}.parquet", "--output", str(out), "--epochs", "1", *TINY]) == 0
+    assert main(["train", "--manifest", f"{m}.parquet", "--output", str(out), "--epochs", "1", *TINY,
+                 "--prior-correction", "logit_adjust"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["prior_correction"] == "logit_adjust" and "val_without_correction" in metrics
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)["scored"]
