@@ -373,20 +373,21 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
                "world_size": world_size, "rank_weight_checksums": checksums,
                "prior_correction": cfg.prior_correction if shift is not None else "none",
                "prior_shift": None if shift is None else shift.tolist()}
+    protocols = [name for name in cfg.eval_protocols.split(",") if name]
     # The val split per protocol too: heads with different classes compare on these.
     metrics["val_protocols"] = {name: evaluate(logits, counts, classes, temperature, PROTOCOLS[name])
-                                for name in filter(None, cfg.eval_protocols.split(","))}
+                                for name in protocols}
     if shift is not None:  # what the correction bought, for the ablation table
         raw = logits - shift
         t_raw = fit_temperature(raw, classes.to_class(counts))
         metrics["val_without_correction"] = {
             "all": evaluate(raw, counts, classes, t_raw),
             **{name: evaluate(raw, counts, classes, t_raw, PROTOCOLS[name])
-               for name in filter(None, cfg.eval_protocols.split(","))}}
+               for name in protocols}}
     if test_ds is not None:
         test_logits, test_counts = predict(model, eval_loader(test_ds, cfg, info), info)
         metrics["test"] = {"all": evaluate(test_logits, test_counts, classes, temperature)}
-        for name in filter(None, cfg.eval_protocols.split(",")):
+        for name in protocols:
             metrics["test"][name] = evaluate(test_logits, test_counts, classes, temperature,
                                              PROTOCOLS[name])
         many = evaluate_many(test_logits, test_counts, classes, temperature)
