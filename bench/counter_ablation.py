@@ -19,11 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accuracy import OURS, make_manifest  # bench/ is on sys.path when run as a script
+from accuracy import OURS, dev_extra_manifest, make_manifest  # bench/ is on sys.path when run as a script
 
-from binventory.data.manifest import build_manifest, write_manifest
-from binventory.data.merge import merge_manifests
-from binventory.data.split import PROTOCOLS, assign_splits
+from binventory.data.split import PROTOCOLS
 from binventory.model.classes import CountClasses
 from binventory.model.metrics import evaluate_logits
 from binventory.training.config import TrainConfig
@@ -43,14 +41,7 @@ VARIANTS = {
 
 def manifests(sample: Path, extra: Path, out: Path) -> dict[bool, Path]:
     dev = make_manifest(sample, out, "all", seed=0)
-    merged = out / "manifest-dev+extra.parquet"
-    if not merged.is_file():
-        df = assign_splits(build_manifest(extra, progress=False), protocol="all", seed=0,
-                           ratios=(1.0, 0.0, 0.0))
-        write_manifest(df, out / "manifest-extra.parquet", extra)
-        df, root = merge_manifests([dev, out / "manifest-extra.parquet"])
-        write_manifest(df, merged, root)
-    return {False: dev, True: merged}
+    return {False: dev, True: dev_extra_manifest(dev, extra, out)}
 
 
 def test_without_correction(run: Path, metrics: dict, cfg: TrainConfig) -> dict | None:
