@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     from binventory.data import cli as data_cli
     from binventory.diagnostics import cli as diagnostics_cli
     from binventory.inventory import cli as inventory_cli
+    from binventory.inventory import export_cli, model_cli
     from binventory.serving import batch_cli
     from binventory.training import cli as training_cli
 
@@ -67,12 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                      parser_class=DeferredParser)
-    data_cli.add_parser(commands, HelpFormatter)
+    export_cli.add_data_parsers(data_cli.add_parser(commands, HelpFormatter), HelpFormatter)
     training_cli.add_parsers(commands, HelpFormatter)
     diagnostics_cli.add_parsers(commands, HelpFormatter)
     batch_cli.add_parsers(commands, HelpFormatter)
     app.add_parsers(commands, HelpFormatter)
     inventory_cli.add_parsers(commands, HelpFormatter)
+    model_cli.add_parsers(commands, HelpFormatter)
     return parser
 
 

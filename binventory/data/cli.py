@@ -8,7 +8,9 @@ from binventory import BinventoryError
 from binventory.data.abid import BUCKET
 
 
-def add_parser(commands, formatter) -> None:
+def add_parser(commands, formatter):
+    """Define ``binventory data``; returns its sub-commands, for the assembling layer to add the
+    ones defined in later stages (``from-inventory``)."""
     data = commands.add_parser(
         "data", help="get, check and split bin images",
         description="Get, check and split bin images in the ABID layout "
@@ -121,6 +123,7 @@ def add_parser(commands, formatter) -> None:
                        description="Print images per count and split, and the quarantine total.")
     p.add_argument("manifest", type=Path)
     p.set_defaults(func=_summary)
+    return sub
 
 
 def _fetch(args: argparse.Namespace) -> int:
