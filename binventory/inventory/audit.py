@@ -24,6 +24,7 @@ from binventory.inventory.models import (ACTIVE_STATUSES, AGREED_REASON, REASON_
 
 
 TASK_REASONS = ("flag", "review")  # the decisions that open a task
+SPOT_CHECK = "spot"  # the reason of a recount drawn at random among bins the policy confirmed
 
 
 class NotFound(BinventoryError):
@@ -162,6 +163,39 @@ def open_tasks(session: Session, findings: list[tuple[int, int, Finding]]) -> No
         retry |= {r["bin_id"] for r in inserts} - set(connection.execute(stmt, inserts).scalars())
     if retry:  # each retry follows another writer's commit on these bins, so it ends
         open_tasks(session, [f for f in findings if f[0] in retry])
+
+
+def open_spot_checks(session: Session, n: int, *, seed: int | None = None) -> list[AuditTask]:
+    """Open up to ``n`` spot checks: recounts of bins drawn at random among those whose latest
+    photo was confirmed and that have no active task. Flags and reviews recount only what the
+    policy doubted; these are what measure the wrong records it confirmed (calibrate
+    --from-audits counts them apart). Priority 0: below every flag and review."""
+    import numpy as np
+
+    if n < 1:
+        raise Invalid(f"the number of spot checks must be at least 1, got {n}")
+    latest = select(func.max(Observation.id).label("id")).group_by(Observation.bin_id).subquery()
+    busy = select(AuditTask.bin_id).where(AuditTask.status.in_(ACTIVE_STATUSES))
+    ids = list(session.scalars(select(Observation.id).join(latest, latest.c.id == Observation.id)
+                               .where(Observation.decision == "confirm",
+                                      Observation.bin_id.not_in(busy)).order_by(Observation.id)))
+    picked = np.random.default_rng(seed).permutation(len(ids))[:n]
+    now = utcnow()
+    rows = [{"bin_id": o.bin_id, "observation_id": o.id, "status": "open", "priority": 0.0,
+             "reason": SPOT_CHECK, "predicted_count": o.predicted_count,
+             "expected_quantity": o.expected_quantity,
+             "variance": o.predicted_count - o.expected_quantity, "created_at": now, "updated_at": now}
+            for o in session.scalars(select(Observation).where(
+                Observation.id.in_([ids[i] for i in picked])).order_by(Observation.bin_id))]
+    if not rows:
+        return []
+    # A bin whose task another writer opened meanwhile keeps that task: no spot check for it.
+    stmt = (dialect_insert(session)(AuditTask)
+            .on_conflict_do_nothing(index_elements=[AuditTask.bin_id], index_where=ACTIVE_PREDICATE)
+            .returning(AuditTask.id))
+    opened = list(session.connection().execute(stmt, rows).scalars())
+    return list(session.scalars(select(AuditTask).where(AuditTask.id.in_(opened))
+                                .order_by(AuditTask.id)))
 
 
 def _transition(session: Session, task_id: int, allowed: tuple[str, ...], *, holder: str | None = None,

@@ -101,6 +101,20 @@ def _inventory_commands(inv, formatter) -> None:
     p.add_argument("--limit", type=int, default=20, help="how many")
     p.set_defaults(func=_tasks)
 
+    p = sub.add_parser("spot-check", formatter_class=formatter,
+                       help="open recounts of confirmed bins drawn at random",
+                       description="Open audit tasks (reason 'spot') for N bins drawn at random "
+                                   "among those whose latest photo was confirmed and that have "
+                                   "no open task. Flags and reviews recount only what the policy "
+                                   "doubted; spot checks measure the wrong records it confirmed, "
+                                   "which 'calibrate --from-audits' needs to measure false "
+                                   "confirms without bias. They rank below every flag and review.",
+                       epilog="example:\n  binventory inventory spot-check --n 50")
+    _db(p)
+    p.add_argument("--n", type=int, required=True, help="how many bins to recount")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
+    p.set_defaults(func=_spot_check)
+
     p = sub.add_parser("claim", formatter_class=formatter, help="take an open task",
                        description="Mark an open task in progress with the person who recounts "
                                    "the bin, so that no one else takes it.",
@@ -271,6 +285,18 @@ def _tasks(args: argparse.Namespace) -> int:
         for t in rows:
             print(f"{t.id:>6} {t.bin.code:<16} {t.status:<12} {t.reason:<7} {t.priority:>8.3f} "
                   f"{t.expected_quantity!s:>8} {t.predicted_count!s:>9}")
+    return 0
+
+
+def _spot_check(args: argparse.Namespace) -> int:
+    from binventory.inventory.audit import open_spot_checks
+
+    with _open(args).session() as session:
+        tasks = open_spot_checks(session, args.n, seed=args.seed)
+        print(f"{len(tasks)} spot checks opened" + (f" (only {len(tasks)} confirmed bins without "
+                                                     "an open task)" if len(tasks) < args.n else ""))
+        for t in tasks:
+            print(f"{t.id:>6} {t.bin.code:<16} record {t.expected_quantity}")
     return 0
 
 
