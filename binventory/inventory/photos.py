@@ -28,7 +28,9 @@ def photo_uri(source: str | Path, image_dir: str | Path) -> str:
 
 def photo_path(uri: str, image_dir: str | Path) -> Path:
     """The file behind a stored local ``uri`` (an absolute one stays as it is)."""
-    path = Path(image_dir) / uri
+    # '..' is resolved on the names, as photo_uri made it: the store itself may not exist (reconcile
+    # reading a dataset folder never creates it), and the OS cannot step out of a missing folder.
+    path = Path(os.path.normpath(Path(os.path.abspath(image_dir)) / uri))
     if not path.exists() and Path(uri).exists():  # a row from before this rule: relative to the
         return Path(uri)                           # folder its server ran in
     return path

@@ -261,3 +261,56 @@ def test_the_export_trains(shop, tmp_path, capsys):
     assert (tmp_path / "run" / "model.pt").is_file()
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"] == str(tmp_path / "run" / "model.pt")
+
+
+def test_the_same_database_exports_the_same_rows(shop, tmp_path):
+    db, store = shop
+    for i, code in enumerate(["b00", "b01", "b02", "b03"]):
+        recount(db, store, code, COUNTS[code] + 1, seed=i)
+    observe(db, store, "b05", decision="confirm", seed=9)
+    one = manifest(run(db, store, tmp_path / "one", include_confirmed=True).out)
+    two = manifest(run(db, store, tmp_path / "two", include_confirmed=True).out)
+    pd.testing.assert_frame_equal(one, two)
+
+
+def test_a_run_killed_half_way_leaves_the_old_manifest_and_the_rerun_completes(shop, tmp_path, monkeypatch):
+    from binventory.inventory import export_layout
+
+    db, store = shop
+    recount(db, store, "b00", 1, seed=0)
+    out = tmp_path / "audits"
+    run(db, store, out)
+    data = (out / "manifest.parquet").read_bytes()
+    for i, code in enumerate(["b01", "b02", "b03"]):
+        recount(db, store, code, 2, seed=10 + i)
+    real, calls = export_layout._jpeg, []
+
+    def killed_on_the_third(photo):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(photo)
+
+    monkeypatch.setattr(export_layout, "_jpeg", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(db, store, out)
+    assert (out / "manifest.parquet").read_bytes() == data
+    monkeypatch.setattr(export_layout, "_jpeg", real)
+    report = run(db, store, out)
+    assert report.added["audit"] == 3 and (report.written, report.unchanged) == (1, 2)
+    assert sorted(manifest(out).bin_code) == ["b00", "b01", "b02", "b03"]
+    assert not [p for p in out.rglob(".*") if p.is_file()]   # no temporary file left behind
+
+
+def test_photos_reconcile_read_from_a_dataset_folder_export_while_the_store_does_not_exist(shop, tmp_path):
+    """reconcile records a dataset photo relative to the store (../abid/bin-images/x.jpg) and never
+    makes the store: the photo must still be found through the store's name."""
+    db, store = shop
+    recount(db, store, "b00", 1, seed=0)
+    missing_store = tmp_path / "data" / "observations"
+    with db.session() as s:
+        obs = s.scalars(select(Observation)).one()
+        obs.image_uri = photo_uri(store / "b00-0.jpg", missing_store)
+    assert obs.image_uri.startswith("../../")
+    report = export(db, tmp_path / "audits", image_dir=missing_store, progress=False)
+    assert report.added["audit"] == 1 and not report.skipped
