@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from binventory.data.provenance import describe_training_data, training_data_warning
-from binventory.inventory import audit
+from binventory.inventory import audit, drift
 from binventory.inventory.api import InventoryService
 from binventory.inventory.models import DECISIONS
 from binventory.inventory.tokens import check_token
@@ -31,6 +31,9 @@ def install(app: FastAPI, *, policy_mismatch: str | None = None) -> None:
     ``policy_mismatch`` says why the served policy does not fit the served model (``serve
     --allow-policy-mismatch``), shown on every page."""
     app.state.policy_mismatch = policy_mismatch
+    # /metrics carries the overview's drift watch, of whichever policy is serving.
+    drift.register_metrics(app.state.counting.metrics.registry, app.state.inventory.db,
+                           lambda: app.state.inventory.policy)
     app.include_router(router)
     app.include_router(queue.router)
     app.include_router(public)
@@ -47,12 +50,13 @@ def overview_page(request: Request, inv: Inventory):
     with inv.db.reader() as session:
         numbers = overview(session)
         days = records_by_day(session, 60)
+        watch = drift.check(session, inv.policy)
     model = numbers["model"]
     # What the thresholds that confirmed these bins let through, as calibration measured it.
     false_confirm = (((model or {}).get("policy") or {}).get("stats") or {}).get("false_confirm") or {}
     return render(request, "overview.html", page="overview", n=numbers, days=days, recent=days[::-1][:7],
                   chart=records_chart(days), false_confirm=false_confirm, model=model,
-                  headline=runs.headline(model and model["metrics"]))
+                  headline=runs.headline(model and model["metrics"]), drift=watch)
 
 
 BIN_FILTERS = {"seen": {"yes": True, "no": False}, "task": {"yes": True, "no": False},
