@@ -4,7 +4,8 @@ only describes them for queries. Timestamps are UTC; quantities are never negati
     sku            a product: ASIN, name, dimensions (in) and weight (lb) from the record
     bin            a storage bin, known by its code (an ABID image id for imported ABID bins)
     bin_content    what the inventory says a bin holds: expected quantity per SKU
-    model          each counting model that made observations, with its metrics and policy
+    model          each counting model that made observations or was registered: its metrics,
+                   policy, lineage and registry state (candidate, active, retired)
     observation    one photo of a bin, the model's count, and the decision taken on it
     audit_task     a recount a person should make: open -> in_progress -> resolved / cancelled
     adjustment     the append-only ledger of every change an audit made to a bin's contents
@@ -23,6 +24,7 @@ from binventory.inventory.reasons import AGREED_REASON, REASON_CODES  # noqa: F4
 DECISIONS = ("confirm", "flag", "review")
 TASK_STATUSES = ("open", "in_progress", "resolved", "cancelled")
 ACTIVE_STATUSES = ("open", "in_progress")
+MODEL_STATES = ("candidate", "active", "retired")
 
 
 def utcnow() -> datetime:
@@ -71,6 +73,17 @@ class Model(Base):
     policy: Mapped[dict | None] = mapped_column(JSON)
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    parent: Mapped[str | None] = mapped_column(String(128))  # the model it was fine-tuned from
+    data: Mapped[list | None] = mapped_column(JSON)  # the artifact's training manifests
+    state: Mapped[str] = mapped_column(String(16), default="candidate", server_default="candidate")
+    state_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    comparison: Mapped[dict | None] = mapped_column(JSON)  # its last `model compare` as candidate
+    __table_args__ = (
+        CheckConstraint("state IN ('candidate', 'active', 'retired')", name="ck_model_state"),
+        # One active model, whatever replicas promote at once (binventory.inventory.registry).
+        Index("uq_model_active", "state", unique=True, sqlite_where=text("state = 'active'"),
+              postgresql_where=text("state = 'active'")),
+    )
 
 
 class Observation(Base):

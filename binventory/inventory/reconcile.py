@@ -77,8 +77,12 @@ def register_model(session: Session, predictor: Predictor, policy: Policy, path:
     latest = {"metrics": predictor.counting.metrics, "policy": policy.to_dict(), "last_used_at": now}
     if path:  # an upload through the API knows no path: keep the one reconcile recorded
         latest["path"] = str(path)
+    # A model seen judging photos is in the registry too (a candidate until promoted), with
+    # the lineage its artifact carries (binventory.inventory.registry).
+    lineage = {"parent": getattr(predictor.counting, "parent", "") or None,
+               "data": list(getattr(predictor.counting, "data", None) or [])}
     stmt = dialect_insert(session)(Model).values(version=predictor.model_id, name=predictor.model_name,
-                                                 registered_at=now, **{"path": "", **latest})
+                                                 registered_at=now, **lineage, **{"path": "", **latest})
     session.execute(stmt.on_conflict_do_update(index_elements=[Model.version], set_=latest))
 
 

@@ -1,0 +1,262 @@
+"""``binventory model compare``: score a candidate model against the active one on the
+warehouse's own recounts, before it may be promoted.
+
+The test set is every resolved audit whose photo is at hand, resolved after anything the
+candidate trained on (after the newest ``labelled_until`` of its ``data``; every audit when it
+names none). An audit gives the photo its observation judged, the count a person made
+(``counted_quantity``, the label) and the bin's record as it was when the person counted: the
+bin's contents now, less every ledger change made from that moment on. A record is right when
+the person's count equals it.
+
+Both models count every photo; per model:
+
+    exact_accuracy        share of audits where the predicted count is the counted one
+    rmse                  root mean squared error of the predicted count
+    right_confirmed       share of right records the model's own policy confirms (its verifier
+                          and thresholds, calibrated for a target false-confirm rate;
+                          Policy.default() for a model without one)
+    false_confirm_rate    share of wrong records it confirms
+
+each with a 95% interval from a paired bootstrap over audits (the same resampled audits score
+both models, so the interval on a difference is not widened by the audits' own spread).
+
+The rule ("better"): the candidate is *clearly better* on a figure when the whole interval of the
+difference lies on the better side of 0, *clearly worse* when it lies on the worse side. It is
+better when it is clearly better on exact accuracy or on right records confirmed, and clearly
+worse on none of the four. A candidate that only ties is not better: promoting it would be a
+coin flip. Audits are the records the serving model doubted (flags and reviews), not a random
+sample of bins: the figures rank two models on the hard cases, they do not forecast the
+warehouse's rates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from binventory import BinventoryError
+from binventory.inventory import registry
+from binventory.inventory.models import Adjustment, AuditTask, BinContent, Model, Observation, Sku, utcnow
+from binventory.inventory.photos import default_image_dir, photo_path
+from binventory.inventory.policy import Policy
+from binventory.inventory.verify import ItemRecord, class_counts
+
+# figure -> does a higher value mean better?
+FIGURES = {"exact_accuracy": True, "rmse": False, "right_confirmed": True, "false_confirm_rate": False}
+LABELS = {"exact_accuracy": "exact accuracy", "rmse": "RMSE", "right_confirmed": "right records "
+          "confirmed", "false_confirm_rate": "false-confirm rate"}
+GAINS = ("exact_accuracy", "right_confirmed")  # one of these must clearly improve
+RULE = ("better = the paired 95% bootstrap interval of the difference lies above 0 for exact "
+        "accuracy or for right records confirmed, and no figure's interval lies wholly on its "
+        "worse side")
+BATCH = 64
+
+
+@dataclass
+class Case:
+    """One resolved audit: its photo, the record when it was counted, and the count."""
+    task_id: int
+    photo: Path
+    expected: int
+    records: list[ItemRecord]
+    counted: int
+
+
+def labelled_until(model: Model) -> datetime | None:
+    """The newest label the model trained on (its data's ``labelled_until``), or None."""
+    stamps = []
+    for entry in model.data or []:
+        value = entry.get("labelled_until") if isinstance(entry, dict) else None
+        if value:
+            stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            stamps.append(_aware(stamp).astimezone(timezone.utc))
+    return max(stamps, default=None)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+
+
+def _records_then(session: Session, bin_ids: set[int]) -> tuple[dict, dict, list]:
+    """Each bin's lines now ({bin: {sku: qty}}), the SKUs' sizes, and the bins' ledger."""
+    now: dict[int, dict[int, int]] = {b: {} for b in bin_ids}
+    sizes: dict[int, tuple] = {}
+    rows = session.execute(select(BinContent.bin_id, BinContent.sku_id, BinContent.quantity,
+                                  Sku.length, Sku.width, Sku.height, Sku.weight)
+                           .join(Sku, Sku.id == BinContent.sku_id)
+                           .where(BinContent.bin_id.in_(bin_ids)))
+    for bin_id, sku_id, qty, *size in rows:
+        now[bin_id][sku_id] = qty
+        sizes[sku_id] = tuple(size)
+    ledger = session.execute(select(Adjustment.bin_id, Adjustment.sku_id, Adjustment.delta,
+                                    Adjustment.created_at).where(Adjustment.bin_id.in_(bin_ids))).all()
+    for sku_id, *size in session.execute(select(Sku.id, Sku.length, Sku.width, Sku.height, Sku.weight)
+                                         .where(Sku.id.in_({a.sku_id for a in ledger}))):
+        sizes[sku_id] = tuple(size)
+    return now, sizes, ledger
+
+
+def audit_cases(session: Session, since: datetime | None, image_dir: str | Path) -> tuple[list[Case], dict]:
+    """The resolved audits after ``since`` whose photo is on disk, oldest first, and how many
+    were left out and why."""
+    query = (select(AuditTask, Observation.image_uri).join(Observation, Observation.id == AuditTask.observation_id)
+             .where(AuditTask.status == "resolved", AuditTask.counted_quantity.is_not(None))
+             .order_by(AuditTask.resolved_at, AuditTask.id))
+    if since is not None:
+        query = query.where(AuditTask.resolved_at > since)
+    rows = session.execute(query).all()
+    now, sizes, ledger = _records_then(session, {t.bin_id for t, _ in rows})
+    cases, skipped = [], {"photo on S3 (not read)": 0, "photo missing": 0}
+    for task, uri in rows:
+        if uri.startswith("s3://"):
+            skipped["photo on S3 (not read)"] += 1
+            continue
+        path = photo_path(uri, image_dir)
+        if not path.is_file():
+            skipped["photo missing"] += 1
+            continue
+        lines = dict(now[task.bin_id])
+        for a in ledger:  # undo what was booked from the recount on
+            if a.bin_id == task.bin_id and _aware(a.created_at) >= _aware(task.resolved_at):
+                lines[a.sku_id] = lines.get(a.sku_id, 0) - a.delta
+        records = [ItemRecord(q, *sizes.get(s, ())) for s, q in sorted(lines.items()) if q > 0]
+        cases.append(Case(task.id, path, sum(r.quantity for r in records), records,
+                          task.counted_quantity))
+    return cases, {k: v for k, v in skipped.items() if v}
+
+
+def model_policy(model: Model) -> Policy:
+    """The policy calibrated for ``model``, else the default one."""
+    if model.policy:
+        policy = Policy.from_dict(model.policy)
+        if policy.mismatch(model.version) is None:
+            return policy
+    return Policy.default()
+
+
+def load_predictor(model: Model):
+    from binventory.serving.predictor import Predictor
+
+    if not model.path:
+        raise BinventoryError(f"model {model.version} has no artifact path in the registry: "
+                              "register its model.pt with `binventory model register ARTIFACT`")
+    predictor = Predictor.load(model.path, backend="torch")
+    if predictor.model_id != model.version:
+        raise BinventoryError(f"{model.path} now holds model {predictor.model_id}, not "
+                              f"{model.version}: register the artifact again")
+    return predictor
+
+
+def predict(model: Model, cases: list[Case], photos: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Each case's predicted count, and whether the model's policy confirms its record."""
+    predictor, policy = load_predictor(model), model_policy(model)
+    counts, confirmed = [], []
+    for start in range(0, len(cases), BATCH):
+        chunk = cases[start:start + BATCH]
+        probs = predictor.predict_arrays(np.stack([predictor.decode(b) for b in photos[start:start + BATCH]]))
+        counts.append(class_counts(predictor.classes)[probs.argmax(axis=1)])
+        decisions = policy.decide(probs, predictor.classes, [c.expected for c in chunk],
+                                  [c.records for c in chunk])
+        confirmed.append(np.array([d.action == "confirm" for d in decisions]))
+    return np.concatenate(counts), np.concatenate(confirmed)
+
+
+def figures(pred: np.ndarray, confirmed: np.ndarray, counted: np.ndarray, right: np.ndarray) -> dict:
+    """The four figures, for the audits in each row of ``pred`` (B x n arrays, paired)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"exact_accuracy": (pred == counted).mean(axis=-1),
+                "rmse": np.sqrt(((pred - counted) ** 2).mean(axis=-1)),
+                "right_confirmed": (confirmed & right).sum(axis=-1) / right.sum(axis=-1),
+                "false_confirm_rate": (confirmed & ~right).sum(axis=-1) / (~right).sum(axis=-1)}
+
+
+def _interval(point: float, samples: np.ndarray) -> dict:
+    samples = samples[np.isfinite(samples)]
+    if not np.isfinite(point) or not len(samples):
+        return {"value": None, "low": None, "high": None}
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return {"value": float(point), "low": float(low), "high": float(high)}
+
+
+def bootstrap(cand: tuple, base: tuple, counted: np.ndarray, right: np.ndarray, *,
+              resamples: int = 2000, seed: int = 0) -> dict:
+    """Each figure for both models and their difference, with paired 95% intervals."""
+    idx = np.random.default_rng(seed).integers(0, len(counted), (resamples, len(counted)))
+    out = {}
+    point_c, point_b = figures(*cand, counted, right), figures(*base, counted, right)
+    boot_c = figures(cand[0][idx], cand[1][idx], counted[idx], right[idx])
+    boot_b = figures(base[0][idx], base[1][idx], counted[idx], right[idx])
+    for name in FIGURES:
+        out[name] = {"candidate": _interval(point_c[name], boot_c[name]),
+                     "baseline": _interval(point_b[name], boot_b[name]),
+                     "difference": _interval(point_c[name] - point_b[name], boot_c[name] - boot_b[name])}
+    return out
+
+
+def _side(name: str, diff: dict) -> int:
+    """+1 clearly better, -1 clearly worse, 0 neither (or not measurable)."""
+    if diff["low"] is None:
+        return 0
+    sign = 1 if FIGURES[name] else -1
+    if diff["low"] > 0:
+        return sign
+    if diff["high"] < 0:
+        return -sign
+    return 0
+
+
+def _shown(name: str, diff: dict) -> str:
+    fmt = "{:+.3f}" if name == "rmse" else "{:+.1%}"
+    return (f"{LABELS[name]} {fmt.format(diff['value'])} (95% interval {fmt.format(diff['low'])} "
+            f"to {fmt.format(diff['high'])})")
+
+
+def verdict(result: dict) -> tuple[str, list[str]]:
+    """'better' or 'not better' by the module's rule, and why not."""
+    diffs = {name: result[name]["difference"] for name in FIGURES}
+    worse = [name for name in FIGURES if _side(name, diffs[name]) < 0]
+    reasons = [f"{_shown(name, diffs[name])} is worse" for name in worse]
+    if not worse and not any(_side(name, diffs[name]) > 0 for name in GAINS):
+        shown = " and ".join(_shown(n, diffs[n]) for n in GAINS if diffs[n]["value"] is not None)
+        reasons.append(f"no clear gain: {shown or 'no figure measurable'}; an interval must lie "
+                       "above 0")
+    return ("not better" if reasons else "better"), reasons
+
+
+def compare(db, candidate_id: str, against: str = "active", *, image_dir: str | Path | None = None,
+            resamples: int = 2000, seed: int = 0) -> dict:
+    """Compare ``candidate_id`` with ``against`` ('active' or a model id) on the audits after the
+    candidate's data, store the result as the candidate's ``comparison`` and return it."""
+    with db.reader() as session:
+        candidate = registry.get(session, candidate_id)
+        baseline = registry.active(session) if against == "active" else registry.get(session, against)
+        if baseline is None:
+            raise BinventoryError("there is no active model to compare with: pass --against ID "
+                                  "(the first promotion needs no comparison)")
+        if baseline.version == candidate.version:
+            raise BinventoryError(f"model {candidate_id} cannot be compared with itself")
+        since = labelled_until(candidate)
+        cases, skipped = audit_cases(session, since, image_dir or default_image_dir())
+    result = {"candidate": candidate.version, "against": baseline.version,
+              "compared_at": utcnow().isoformat(), "since": since.isoformat() if since else None,
+              "audits": len(cases), "skipped": skipped, "rule": RULE, "resamples": resamples,
+              "seed": seed}
+    if cases:
+        photos = [c.photo.read_bytes() for c in cases]
+        counted = np.array([c.counted for c in cases], dtype=np.float64)
+        right = np.array([c.counted == c.expected for c in cases])
+        result["figures"] = bootstrap(predict(candidate, cases, photos), predict(baseline, cases, photos),
+                                      counted, right, resamples=resamples, seed=seed)
+        result["verdict"], result["reasons"] = verdict(result["figures"])
+    else:
+        when = f"after {since.isoformat()}" if since else "at all"
+        result["verdict"] = "no audits"
+        result["reasons"] = [f"no resolved audit with its photo at hand {when} (the candidate's "
+                             "data ends there): nothing to compare on"]
+    with db.session() as session:
+        registry.record_comparison(session, candidate.version, result)
+    return result
