@@ -40,8 +40,9 @@ class TrainConfig:
     # "none" by default: on dev + abid-extra, full logit adjustment over-corrected (validation 0-5
     # exact 37.3% against 43.0% without; BENCHMARKS.md, "Counter v2 levers").
     prior_correction: str = _opt("none", "when training rows without records (count folders) "
-                                 "shift the count mix: none, logit_adjust or class_weights",
-                                 "model", choices=("none", "logit_adjust", "class_weights"))
+                                 "shift the count mix: none, logit_adjust, tempered (a fraction of "
+                                 "the adjustment, chosen on validation) or class_weights",
+                                 "model", choices=("none", "logit_adjust", "tempered", "class_weights"))
     # optimization
     epochs: int = _opt(15, "training epochs", "optim")
     batch_size: int = _opt(32, "images per step per rank", "optim")

@@ -7,6 +7,8 @@ best estimate of what the cameras will see. Two corrections:
 
 - ``logit_adjust`` (Menon et al., 2021): after training, add log(target / train prior) to the
   logits; folded into the head's bias, so the artifact and its ONNX export need nothing new;
+- ``tempered``: the same shift scaled by the fraction of ``FRACTIONS`` that gives the best
+  validation accuracy (validation is drawn from rows with records, so it has the target mix);
 - ``class_weights``: weight each training image's loss by target / train prior of its class.
 
 With every training row carrying a record the two priors are equal and both are no-ops. Neither
@@ -21,7 +23,8 @@ from torch import nn
 
 from binventory.model.classes import CountClasses
 
-CORRECTIONS = ("none", "logit_adjust", "class_weights")
+CORRECTIONS = ("none", "logit_adjust", "tempered", "class_weights")
+FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def class_prior(labels, classes: CountClasses) -> torch.Tensor:
@@ -50,8 +53,17 @@ def loss_weights(log_ratio: torch.Tensor | None, correction: str) -> torch.Tenso
 
 
 def logit_shift(log_ratio: torch.Tensor | None, correction: str) -> torch.Tensor | None:
-    """What ``logit_adjust`` adds to the logits (None for the other corrections)."""
-    return log_ratio if correction == "logit_adjust" and log_ratio is not None else None
+    """What ``logit_adjust`` adds to the logits, or ``tempered`` before its fraction is chosen
+    (None for the other corrections)."""
+    return log_ratio if correction in ("logit_adjust", "tempered") and log_ratio is not None else None
+
+
+def best_fraction(raw_logits: torch.Tensor, targets: torch.Tensor, shift: torch.Tensor) -> float:
+    """The fraction of ``shift`` whose adjusted logits are most often right on validation (ties:
+    the smaller fraction, the smaller change); argmax accuracy needs no temperature."""
+    accuracy = [((raw_logits + f * shift).argmax(dim=1) == targets).float().mean().item()
+                for f in FRACTIONS]
+    return FRACTIONS[max(range(len(FRACTIONS)), key=lambda i: (accuracy[i], -i))]
 
 
 def fold_into_head(model: nn.Module, shift: torch.Tensor) -> None:

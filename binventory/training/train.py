@@ -364,6 +364,11 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
     scored = best_ckpt["scored"]
     model.load_state_dict({k.removeprefix("module."): v for k, v in scored.items()
                            if k != "n_averaged"})
+    fraction = 1.0
+    if shift is not None and cfg.prior_correction == "tempered":
+        raw, raw_counts = predict(model, eval_loader(val_ds, cfg, info), info)
+        fraction = priors.best_fraction(raw, classes.to_class(raw_counts), shift)
+        shift = shift * fraction
     if shift is not None:
         priors.fold_into_head(model, shift)
     logits, counts = predict(model, eval_loader(val_ds, cfg, info), info)
@@ -372,7 +377,8 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
                "temperature": temperature, "best_epoch": best_ckpt["best"]["epoch"],
                "world_size": world_size, "rank_weight_checksums": checksums,
                "prior_correction": cfg.prior_correction if shift is not None else "none",
-               "prior_shift": None if shift is None else shift.tolist()}
+               "prior_shift": None if shift is None else shift.tolist(),
+               "prior_fraction": None if shift is None else fraction}
     protocols = [name for name in cfg.eval_protocols.split(",") if name]
     # The val split per protocol too: heads with different classes compare on these.
     metrics["val_protocols"] = {name: evaluate(logits, counts, classes, temperature, PROTOCOLS[name])

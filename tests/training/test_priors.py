@@ -58,8 +58,21 @@ def test_class_weights_weigh_each_image(kind):
     assert torch.allclose(weighted, (per_image * w).sum() / w.sum(), atol=1e-6)
 
 
+def test_tempered_correction_takes_the_share_of_the_shift_validation_prefers():
+    # True 0s sit 0.8 below class 1, true 1s 1.2 above class 0: a +2 shift on class 0 fixes the
+    # 0s from half of it on and breaks the 1s from 0.6 of it on, so only 0.5 gets both right.
+    raw = torch.tensor([[0.0, 0.8, -5.0]] * 10 + [[0.0, 1.2, -5.0]] * 10)
+    targets = torch.tensor([0] * 10 + [1] * 10)
+    shift = torch.tensor([2.0, 0.0, 0.0])
+    assert priors.best_fraction(raw, targets, shift) == 0.5
+    # A shift that only hurts is not applied at all.
+    assert priors.best_fraction(raw, targets, torch.tensor([0.0, 5.0, 0.0])) == 0.0
+
+
 @pytest.mark.slow
-def test_training_on_merged_data_folds_the_correction_into_the_artifact(good_dataset, tmp_path):
+@pytest.mark.parametrize("correction", ["logit_adjust", "tempered"])
+def test_training_on_merged_data_folds_the_correction_into_the_artifact(good_dataset, tmp_path,
+                                                                        correction):
     from binventory.model.artifact import load_artifact
     root, _ = good_dataset
     make_tree(tmp_path / "extra" / "images", {f"9{i:02d}": 1 for i in range(30)})  # all ones
@@ -71,12 +84,17 @@ def test_training_on_merged_data_folds_the_correction_into_the_artifact(good_dat
     assert main(["data", "merge", f"{m}-a.parquet", f"{m}-b.parquet", "--out", f"{m}.parquet"]) == 0
     out = tmp_path / "run"
     assert main(["train", "--manifest", f"{m}.parquet", "--output", str(out), "--epochs", "1", *TINY,
-                 "--prior-correction", "logit_adjust"]) == 0
+                 "--prior-correction", correction]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["prior_correction"] == "logit_adjust" and "val_without_correction" in metrics
+    assert metrics["prior_correction"] == correction and "val_without_correction" in metrics
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)["scored"]
     head_bias = [k for k in best if k.endswith("bias")][-1]
     shipped = load_artifact(out / "model.pt").model.state_dict()[head_bias.removeprefix("module.")]
     # The ones are over-represented in training: the shipped head lowers them against the rest.
     delta = shipped - best[head_bias]
+    assert torch.allclose(delta, torch.tensor(metrics["prior_shift"]), atol=1e-5)
+    if correction == "tempered":
+        assert metrics["prior_fraction"] in priors.FRACTIONS
+        return
+    assert metrics["prior_fraction"] == 1.0
     assert delta[1] < 0 and delta[0] > 0 and delta[3] > 0
