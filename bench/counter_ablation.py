@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accuracy import OURS, dev_extra_manifest, make_manifest  # bench/ is on sys.path when run as a script
+from accuracy import V1, dev_extra_manifest, make_manifest  # bench/ is on sys.path when run as a script
 
 from binventory.data.split import PROTOCOLS
 from binventory.model.classes import CountClasses
@@ -56,12 +56,46 @@ def test_without_correction(run: Path, metrics: dict, cfg: TrainConfig) -> dict 
                            PROTOCOLS["challenge"])
 
 
+def tempered(name: str, args, paths: dict[bool, Path]) -> dict | None:
+    """The variant's model as ``--prior-correction tempered`` would have shipped it, from its
+    saved artifact (no training): the fraction of its logit adjustment that validation prefers
+    (priors.best_fraction), then its val and public-test 0-5 figures."""
+    from binventory.data.manifest import split_rows
+    from binventory.inventory.calibrate import predict_paths
+    from binventory.model.metrics import fit_temperature
+    from binventory.serving.predictor import Predictor
+    from binventory.training import priors
+
+    run = args.out / name
+    metrics = json.loads((run / "metrics.json").read_text())
+    if not metrics.get("prior_shift"):
+        return None
+    shift = torch.tensor(metrics["prior_shift"])
+    predictor = Predictor.load(run / "model.pt")
+    root, rows = split_rows(paths[VARIANTS[name][0]], "val")
+    probs = predict_paths(predictor, [root / p for p in rows.image_path], progress=False)
+    # log-probabilities x T = the shipped logits up to a per-image constant, which no argmax or
+    # softmax sees; minus the shift = the uncorrected model's.
+    raw = torch.from_numpy(np.log(np.clip(probs, 1e-12, None))).float() * metrics["temperature"] - shift
+    counts = torch.tensor(rows.label.to_numpy(dtype=np.int64))
+    classes = predictor.classes
+    fraction = priors.best_fraction(raw, classes.to_class(counts), shift)
+    val_logits = raw + fraction * shift
+    t = fit_temperature(val_logits, classes.to_class(counts))
+    z = np.load(run / "test_predictions.npz")
+    test_logits = torch.from_numpy(z["logits"]) - shift + fraction * shift
+    return {"fraction": fraction,
+            "val": evaluate_logits(val_logits, counts, classes, t, PROTOCOLS["challenge"]),
+            "test": evaluate_logits(test_logits, torch.from_numpy(z["counts"]), classes, t,
+                                    PROTOCOLS["challenge"])}
+
+
 def run_variant(name: str, args, paths: dict[bool, Path]) -> dict:
     run = args.out / name
     if (run / "results.json").is_file():
         return json.loads((run / "results.json").read_text())
     use_extra, overrides = VARIANTS[name]
-    cfg = TrainConfig(**{**OURS, "epochs": args.epochs, "image_size": args.image_size, **overrides},
+    cfg = TrainConfig(**{**V1, "epochs": args.epochs, "image_size": args.image_size, **overrides},
                       manifest=str(paths[use_extra]), output=str(run),
                       cache_dir=str(args.out / "cache"), progress=False, workers=1)
     start = time.perf_counter()
@@ -91,6 +125,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--variants", default="dev,extra,extra-weights",
                         help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--tempered", action="store_true",
+                        help="also score each logit-adjusted variant with the fraction of its "
+                             "adjustment validation prefers (--prior-correction tempered)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     paths = manifests(args.sample, args.extra, args.out)
@@ -104,6 +141,10 @@ def main() -> None:
             print(row(f"{name}, no correction", r["val_without_correction"],
                       r["test_without_correction"], "same run"), flush=True)
         print(row(name, r["val"], r["test"], r["minutes"]), flush=True)
+        t = tempered(name, args, paths) if args.tempered else None
+        if t is not None:
+            print(row(f"{name}, tempered ({t['fraction']:g} of the shift)", t["val"], t["test"],
+                      "same run"), flush=True)
 
 
 if __name__ == "__main__":

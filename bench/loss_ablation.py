@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from accuracy import OURS, make_manifest  # bench/ is on sys.path when run as a script
+from accuracy import V1, make_manifest  # bench/ is on sys.path when run as a script
 
 from binventory.training.config import TrainConfig
 from binventory.training.train import train
@@ -30,7 +30,7 @@ def main() -> None:
     manifest = make_manifest(args.sample, args.out, "all", seed=0)
     rows = {}
     for loss in args.losses.split(","):
-        cfg = TrainConfig(**{**OURS, "epochs": args.epochs, "image_size": args.image_size,
+        cfg = TrainConfig(**{**V1, "epochs": args.epochs, "image_size": args.image_size,
                              "loss": loss}, manifest=str(manifest), output=str(args.out / loss),
                           cache_dir=str(args.out / "cache"), progress=False, workers=1)
         start = time.perf_counter()
