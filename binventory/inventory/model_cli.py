@@ -84,7 +84,11 @@ def _model_commands(parent, formatter) -> None:
 def _short_metrics(metrics: dict | None) -> str:
     metrics = metrics or {}
     val = metrics.get("val") if isinstance(metrics.get("val"), dict) else metrics
-    shown = [f"{k} {val[k]:.3f}" for k in ("accuracy", "mae") if isinstance(val.get(k), (int, float))]
+    shown = []
+    if isinstance(val.get("accuracy"), (int, float)):
+        shown.append(f"val exact {val['accuracy']:.1%}")
+    if isinstance(val.get("rmse"), (int, float)):
+        shown.append(f"rmse {val['rmse']:.2f}")
     return ", ".join(shown) or "-"
 
 
