@@ -7,6 +7,11 @@ Every artifact has a ``model_id`` of its own, made when it is saved: a run stamp
 its weights. It keys everything a model leaves behind (observations, batch predictions, policies,
 the inventory's model rows), so a retrained model is never taken for the one before it, even on
 the same data and backbone. ``name`` is for people and need not be unique.
+
+A model fine-tuned from another (``binventory train --init-from``) names it in ``parent`` (its
+model_id), and ``data`` lists every manifest it trained on: {"manifest", "hash", "images",
+"labelled_until"} (the newest ``labelled_at`` of an audit export, else None), so a comparison
+can score it on audits newer than anything it saw.
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ class CountingModel:
     manifest_hash: str = ""
     model_id: str = ""
     name: str = ""
+    parent: str = ""
+    data: list[dict] = field(default_factory=list)
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
@@ -69,7 +76,7 @@ def new_model_id(prefix: str, state_dict: dict[str, torch.Tensor]) -> str:
 def save_artifact(path: str | Path, model: nn.Module, *, classes: CountClasses,
                   preprocess: Preprocess, temperature: float = 1.0, metrics: dict | None = None,
                   train_config: dict | None = None, manifest_hash: str = "",
-                  name: str | None = None) -> Path:
+                  name: str | None = None, parent: str = "", data: list[dict] | None = None) -> Path:
     """Write the artifact atomically (a crash never leaves a half-written model file).
 
     ``name`` is the human-readable label (default: the backbone); the unique ``model_id`` is
@@ -84,6 +91,7 @@ def save_artifact(path: str | Path, model: nn.Module, *, classes: CountClasses,
         "temperature": float(temperature), "metrics": metrics or {},
         "train_config": train_config or {}, "manifest_hash": manifest_hash,
         "model_id": new_model_id(spec.backbone, state_dict), "name": name or spec.backbone,
+        "parent": parent, "data": list(data or []),
     }
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
@@ -120,4 +128,5 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Count
                          temperature=payload["temperature"], metrics=payload["metrics"],
                          train_config=payload["train_config"],
                          manifest_hash=payload["manifest_hash"], model_id=model_id,
-                         name=payload.get("name", legacy))
+                         name=payload.get("name", legacy), parent=payload.get("parent", ""),
+                         data=payload.get("data", []))

@@ -93,6 +93,7 @@ def metadata(counting: CountingModel, source_sha256: str) -> dict[str, str]:
             "preprocess": json.dumps(counting.preprocess.to_dict()),
             "temperature": repr(float(counting.temperature)),
             "backbone": counting.spec.backbone,
+            "parent": counting.parent, "data": json.dumps(counting.data),
             "source_sha256": source_sha256,
             "binventory_version": __version__}
 

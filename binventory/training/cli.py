@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 from binventory import BinventoryError
@@ -21,7 +22,9 @@ def add_parsers(commands, formatter) -> None:
         epilog="examples:\n"
                "  binventory train --manifest data/demo/synth/manifest.parquet --epochs 5\n"
                "  torchrun --nproc-per-node 2 -m binventory train --manifest m.parquet\n"
-               "  binventory train --config runs/tune/best_config.json --resume")
+               "  binventory train --config runs/tune/best_config.json --resume\n"
+               "  binventory train --init-from runs/train/model.pt --manifest base.parquet "
+               "--manifest audits.parquet")
     p.add_argument("--config", type=Path, default=None,
                    help="JSON config (e.g. from 'binventory tune'); command-line options override it")
     add_config_arguments(p)
@@ -79,6 +82,19 @@ def apply_config_file(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
     return config_from_args(reparsed)
 
 
+def given_options(args: argparse.Namespace, argv: list[str]) -> set[str]:
+    """The training options the user set, on the command line or in --config: what --init-from
+    must not override. argparse sets a default only on a namespace that lacks the attribute, so
+    parsing into one that has every option as None leaves exactly the given ones set."""
+    names = [f.name for f in fields(TrainConfig)]
+    probe = argparse.Namespace(**dict.fromkeys(names))
+    args.parser.parse_args(argv[argv.index(args.command) + 1:], namespace=probe)
+    given = {name for name in names if getattr(probe, name) is not None}
+    if args.config is not None:
+        given |= set(json.loads(args.config.read_text()))  # apply_config_file has checked it
+    return given
+
+
 def sagemaker_defaults(cfg: TrainConfig, environ=None) -> TrainConfig:
     """Inside a SageMaker job, read data from its channel and write the model to SM_MODEL_DIR."""
     from binventory.training.distributed import sagemaker_paths
@@ -98,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
     if not cfg.manifest:
         raise BinventoryError("--manifest is required (build one with 'binventory data index' "
                               "and 'binventory data split')")
-    result = train(cfg)
+    result = train(cfg, given=given_options(args, args.argv))
     if "model" in result:
         metrics = result["metrics"]
         summary = {"model": result["model"], "val_accuracy": metrics["val"]["accuracy"],

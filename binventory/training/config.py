@@ -19,7 +19,11 @@ def _opt(default, help: str, group: str, **kw):
 @dataclass
 class TrainConfig:
     # data
-    manifest: str = _opt("", "manifest with a split (binventory data index + split)", "data")
+    # A str (one path or a comma list), not a list: configs and artifacts keep naming one
+    # manifest as before; --manifest repeated joins its values (see JoinAction).
+    manifest: str = _opt("", "manifest with a split (binventory data index + split); repeat it "
+                         "or give a comma list to train on several at once (base data + audit "
+                         "exports: an image in two is counted once)", "data", join=True)
     cache_dir: str = _opt(".cache/images", "on-disk cache of resized images ('' = off)", "data")
     image_size: int = _opt(224, "input size (square)", "data")
     resize: str = _opt("stretch", "stretch or letterbox (never crop)", "data",
@@ -29,6 +33,9 @@ class TrainConfig:
     backbone: str = _opt("mobilenet_v2", "mobilenet_v2, efficientnet_lite0|1|2 or a torchvision model",
                          "model")
     weights: str = _opt("imagenet", "imagenet, none, a torchvision weights name, or a file", "model")
+    init_from: str = _opt("", "fine-tune this binventory model (model.pt): its backbone, classes "
+                          "and preprocessing, and for the options left out a short schedule: "
+                          "--epochs 3 --lr 0.0001 --warmup-epochs 0.2 --ema-decay 0.99", "model")
     dropout: float = _opt(0.2, "dropout before the head", "model")
     freeze: int = _opt(0, "freeze the first N backbone stages (-1 = the whole backbone)", "model")
     min_count: int = _opt(0, "smallest count class", "model")
@@ -98,6 +105,16 @@ class TrainConfig:
             raise BinventoryError(f"cannot read config {path}: {e}") from None
 
 
+class JoinAction(argparse.Action):
+    """A repeated str option joined with commas; a config file's value is replaced, not extended."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, "_joined", {})
+        given.setdefault(self.dest, []).append(values)
+        namespace._joined = given
+        setattr(namespace, self.dest, ",".join(given[self.dest]))
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> None:
     """One option per field, grouped, with the field's help (the formatter adds the default)."""
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -109,6 +126,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> No
         kwargs = {"default": default, "help": meta["help"], "dest": f.name}
         if f.type in ("bool", bool):
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif meta.get("join"):
+            kwargs["action"] = JoinAction
         elif f.type in ("list[str]", list[str]):
             # Default None, not []: argparse would append to the shared default list.
             kwargs.update(action="append", type=str, choices=meta.get("choices"), metavar="RULE")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
@@ -25,7 +24,6 @@ from tqdm import tqdm
 
 from binventory import BinventoryError
 from binventory.data.dataset import BinDataset
-from binventory.data.manifest import dataset_root, manifest_hash, read_manifest
 from binventory.data.preprocess import Preprocess
 from binventory.data.provenance import summarize_training_data
 from binventory.diagnostics.collect import Collector
@@ -37,11 +35,13 @@ from binventory.model.losses import CountingLoss
 from binventory.model.metrics import evaluate_logits as evaluate
 from binventory.model.metrics import evaluate_many
 from binventory.model.metrics import fit_temperature
-from binventory.training import distributed, priors
+from binventory.training import distributed, init_from, priors
 from binventory.training.augment import create_transform
 from binventory.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint,
                                             set_rng_state)
 from binventory.training.config import TrainConfig
+from binventory.training.manifests import read_training_data
+from binventory.training.optim import build_optimizer, build_scheduler
 from binventory.training.step import NonFiniteLoss, TrainStep
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ def seed_everything(seed: int) -> None:
 
 
 def load_data(cfg: TrainConfig, info: distributed.DistInfo, preprocess: Preprocess):
-    df, meta = read_manifest(cfg.manifest)
-    root = dataset_root(meta, cfg.manifest)
+    data = read_training_data(cfg.manifest)
+    df, root = data.rows, data.root
     cache = cfg.cache_dir or None
     mean = preprocess.mean
     train_tf = create_transform(cfg.image_size, cfg.hflip, cfg.vflip, cfg.color, cfg.affine,
@@ -72,7 +72,7 @@ def load_data(cfg: TrainConfig, info: distributed.DistInfo, preprocess: Preproce
                               num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch_size,
                               pin_memory=info.device.type == "cuda")
     classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
-    return (train_ds, val_ds, test_ds, train_loader, sampler, manifest_hash(df),
+    return (train_ds, val_ds, test_ds, train_loader, sampler, data.hash,
             priors.prior_log_ratio(df, classes))
 
 
@@ -83,48 +83,14 @@ def eval_loader(dataset: BinDataset, cfg: TrainConfig, info: distributed.DistInf
                       num_workers=cfg.workers)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    head = {id(p) for p in _head(model).parameters()}
-    groups = {"decay": [], "no_decay": [], "head": []}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if id(p) in head:
-            groups["head"].append(p)
-        elif p.ndim <= 1:  # norms and biases: decaying them only hurts
-            groups["no_decay"].append(p)
-        else:
-            groups["decay"].append(p)
-    return torch.optim.AdamW([
-        {"params": groups["decay"], "weight_decay": cfg.weight_decay, "lr": cfg.lr},
-        {"params": groups["no_decay"], "weight_decay": 0.0, "lr": cfg.lr},
-        {"params": groups["head"], "weight_decay": cfg.weight_decay, "lr": cfg.lr * cfg.head_lr_mult},
-    ], lr=cfg.lr)
-
-
-def _head(model: nn.Module) -> nn.Module:
-    heads = [m for m in model.modules() if isinstance(m, nn.Sequential) and len(m) == 2
-             and isinstance(m[0], nn.Dropout) and isinstance(m[1], nn.Linear)]
-    return heads[-1]
-
-
-def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def build_step(cfg: TrainConfig, classes: CountClasses, device: torch.device,
-               steps_per_epoch: int, class_weights: torch.Tensor | None = None) -> TrainStep:
-    """A run's model, EMA, optimizer, schedule and loss as its training step (train, profile)."""
+               steps_per_epoch: int, class_weights: torch.Tensor | None = None,
+               start: init_from.Start | None = None) -> TrainStep:
+    """A run's model, EMA, optimizer, schedule and loss as its training step (train, profile);
+    ``start``: the weights of the model it fine-tunes (before the EMA copies them)."""
     model = create_model(cfg.backbone, classes.num_classes, cfg.weights, cfg.dropout)
+    if start is not None:
+        model.load_state_dict(start.state_dict)
     if cfg.freeze:
         freeze_stages(model, cfg.freeze)
     model.to(device)
@@ -203,12 +169,17 @@ def _tensorboard(output: Path):
     return SummaryWriter(str(output / "tensorboard"))
 
 
-def train(cfg: TrainConfig, callbacks: list[EpochCallback] | None = None) -> dict:
-    """Train, keep the best and last checkpoints, calibrate, evaluate and write model.pt."""
+def train(cfg: TrainConfig, callbacks: list[EpochCallback] | None = None,
+          given: set[str] | None = None) -> dict:
+    """Train, keep the best and last checkpoints, calibrate, evaluate and write model.pt.
+
+    ``given``: the options the user set (the CLI knows them), which --init-from leaves alone;
+    by default those that differ from TrainConfig's defaults."""
+    cfg, start = init_from.resolve(cfg, given)
     info = distributed.setup(cfg.device)
     diag = Collector(cfg.diagnostics_every, cfg.stop_on_issue, enabled=info.is_main)
     try:
-        return _train(cfg, info, callbacks or [], diag)
+        return _train(cfg, info, callbacks or [], diag, start)
     finally:
         # In finally: a run that dies (a NaN loss, say) is the one whose report matters most.
         diag.close(cfg.output)
@@ -271,7 +242,7 @@ def save_epoch(cfg: TrainConfig, step: TrainStep, best_scored: nn.Module | None,
 
 
 def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCallback],
-           diag: Collector) -> dict:
+           diag: Collector, start: init_from.Start | None = None) -> dict:
     output = Path(cfg.output)
     if info.is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -287,8 +258,11 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
         log.info("training prior differs from the recorded rows' prior: correcting with %s",
                  cfg.prior_correction)
 
+    # Resuming, the checkpoint holds the weights: the parent's are not loaded again.
+    resuming = cfg.resume and (output / "last.pt").is_file()
     step = build_step(cfg, classes, info.device, len(train_loader),
-                      priors.loss_weights(log_ratio, cfg.prior_correction))
+                      priors.loss_weights(log_ratio, cfg.prior_correction),
+                      None if resuming else start)
     model, ema = step.model, step.ema
     diag.attach(model, step.optimizer, classes.to_class)
 
@@ -335,7 +309,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
     if writer is not None:
         writer.close()
     return finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
-                  weight_checksums(_unwrap(model), info), shift)
+                  weight_checksums(_unwrap(model), info), shift,
+                  start.parent if start is not None else "")
 
 
 def weight_checksums(model: nn.Module, info: distributed.DistInfo) -> list[float]:
@@ -346,7 +321,7 @@ def weight_checksums(model: nn.Module, info: distributed.DistInfo) -> list[float
 
 
 def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
-           checksums, shift: torch.Tensor | None = None) -> dict:
+           checksums, shift: torch.Tensor | None = None, parent: str = "") -> dict:
     """Best weights (+ the prior correction, in the head) -> temperature fitted on val -> test
     metrics per protocol -> model.pt."""
     from binventory.data.split import PROTOCOLS
@@ -401,11 +376,12 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
             metrics["test"]["6-15"] = many
         np.savez_compressed(output / "test_predictions.npz", logits=test_logits.numpy(),
                             counts=test_counts.numpy())
-    df, meta = read_manifest(cfg.manifest)
-    metrics["training_data"] = summarize_training_data(df, dataset_root(meta, cfg.manifest))
+    data = read_training_data(cfg.manifest)
+    metrics["training_data"] = summarize_training_data(data.rows, data.root)
     save_artifact(output / "model.pt", model, classes=classes, preprocess=preprocess,
                   temperature=temperature, metrics=metrics, train_config=cfg.to_dict(),
-                  manifest_hash=data_hash, name=f"{cfg.backbone}-{data_hash[:8]}")
+                  manifest_hash=data_hash, name=f"{cfg.backbone}-{data_hash[:8]}",
+                  parent=parent, data=data.sources)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"metrics": metrics, "output": str(output), "history": history,
             "model": str(output / "model.pt")}

@@ -33,6 +33,22 @@ def _save(path, seed: int, **kwargs):
                                        preprocess=Preprocess(image_size=32), **kwargs))
 
 
+def test_lineage_round_trip_and_old_artifacts(tmp_path):
+    data = [{"manifest": "base.parquet", "hash": "1234abcd", "images": 62, "labelled_until": None},
+            {"manifest": "audits/manifest.parquet", "hash": "99ff", "images": 18,
+             "labelled_until": "2026-11-30T08:00:00.000000+00:00"}]
+    parent = _save(tmp_path / "parent.pt", 0)
+    child = _save(tmp_path / "child.pt", 1, parent=parent.model_id, data=data)
+    assert child.parent == parent.model_id and child.data == data
+    assert parent.parent == "" and parent.data == []
+    # Written before lineage was recorded: no parent, no data.
+    payload = torch.load(tmp_path / "child.pt", weights_only=True)
+    del payload["parent"], payload["data"]
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_artifact(tmp_path / "old.pt")
+    assert (old.parent, old.data, old.model_id) == ("", [], child.model_id)
+
+
 def test_every_artifact_has_its_own_id(tmp_path):
     # Same name, backbone, data and file name: only the weights differ (a retrained model).
     first = _save(tmp_path / "a" / "model.pt", 0, name="mobilenet_v2-abcd1234", manifest_hash="abcd")

@@ -24,6 +24,10 @@ from binventory.serving.predictor import InferenceModule, Predictor
 from tests.conftest import jpeg_bytes
 
 SIZE = 32
+# What a fine-tuned model says of where it came from (train --init-from).
+LINEAGE = {"parent": "tiny-v0-20261130T000000Z-0123456789",
+           "data": [{"manifest": "audits/manifest.parquet", "hash": "abc", "images": 12,
+                     "labelled_until": "2026-11-30T08:00:00.000000+00:00"}]}
 
 
 def tiny_artifact(path: Path, seed: int = 0, name: str = "tiny-v1") -> Path:
@@ -37,7 +41,7 @@ def tiny_artifact(path: Path, seed: int = 0, name: str = "tiny-v1") -> Path:
             model(torch.randn(16, 3, SIZE, SIZE))
     model.eval()
     return save_artifact(path, model, classes=CountClasses(), preprocess=Preprocess(image_size=SIZE),
-                         temperature=1.7, name=name)
+                         temperature=1.7, name=name, **LINEAGE)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +100,7 @@ def test_metadata(exported):
     assert Preprocess.from_dict(json.loads(meta["preprocess"])) == Preprocess(image_size=SIZE)
     assert float(meta["temperature"]) == pytest.approx(1.7)
     assert meta["source_sha256"] == sha256_file(model)
+    assert meta["parent"] == LINEAGE["parent"] and json.loads(meta["data"]) == LINEAGE["data"]
 
 
 def test_int8_export_runs_and_is_close(exported):
