@@ -23,11 +23,14 @@ def image_bytes(seed: int, fmt: str = "JPEG") -> bytes:
     return buf.getvalue()
 
 
-def save_tiny_model(path: Path, name: str = "test-v1", seed: int = 0) -> Path:
-    """An untrained MobileNetV2 on 32 px images, classes 0..5 and 6+ (seed: its weights)."""
+def save_tiny_model(path: Path, name: str = "test-v1", seed: int = 0,
+                    classes: CountClasses = CountClasses(0, 5, True), favour: int | None = None,
+                    image_size: int = 32) -> Path:
+    """An untrained MobileNetV2 on ``image_size`` px images, classes 0..5 and 6+ unless told (seed: its
+    weights). ``favour``: a class index every image is predicted as (most of the mass on it)."""
     torch.manual_seed(seed)
-    model = create_model("mobilenet_v2", 7, weights="none")
-    preprocess = Preprocess(image_size=32)
+    model = create_model("mobilenet_v2", classes.num_classes, weights="none")
+    preprocess = Preprocess(image_size=image_size)
     # Freshly initialized batch norm squashes the differences between images to ~1e-9, so every
     # image would get the same probabilities and a mixed-up batch could not be noticed.
     # Statistics from one pass over photo-like images keep the outputs image-dependent.
@@ -39,6 +42,8 @@ def save_tiny_model(path: Path, name: str = "test-v1", seed: int = 0) -> Path:
         model.train()
         model(torch.stack([preprocess(image_bytes(1000 + i)) for i in range(32)]))
         model.eval()
-    save_artifact(path, model, classes=CountClasses(0, 5, True), preprocess=preprocess,
+        if favour is not None:
+            [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].bias[favour] += 20.0
+    save_artifact(path, model, classes=classes, preprocess=preprocess,
                   temperature=1.3, name=name)
     return path
