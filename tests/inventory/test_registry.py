@@ -78,11 +78,14 @@ def test_promote_retires_the_active_and_rollback_walks_back(db, ids):
             registry.promote(s, model, force=True)
     assert states(db) == {a: "retired", b: "retired", c: "active"}
     with db.session() as s:
+        assert registry.rollback_target(s).version == b
         assert registry.rollback(s).version == b
     assert states(db) == {a: "retired", b: "active", c: "candidate"}
     with db.session() as s:
         assert registry.rollback(s).version == a
     assert states(db) == {a: "active", b: "candidate", c: "candidate"}
+    with db.reader() as s:
+        assert registry.rollback_target(s) is None
     with db.session() as s, pytest.raises(Conflict, match=f"model {a} is the only model that was "
                                                           "ever active"):
         registry.rollback(s)
@@ -95,7 +98,8 @@ def test_rollback_and_promote_say_what_is_missing(db, ids):
         registry.rollback(s)
     with db.session() as s, pytest.raises(NotFound, match="no model 'nope' in the registry"):
         registry.promote(s, "nope")
-    assert registry.active(db.reader()) is None
+    with db.reader() as s:
+        assert registry.active(s) is None
 
 
 def test_a_comparison_with_another_model_does_not_pass_the_gate(db, ids):
