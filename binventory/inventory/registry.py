@@ -145,6 +145,12 @@ def promote(session: Session, model_id: str, *, force: bool = False) -> Model:
     return _activate(session, model, current, "retired")
 
 
+def rollback_target(session: Session) -> Model | None:
+    """The model ``rollback`` would re-activate: the one retired most recently."""
+    return session.scalar(select(Model).where(Model.state == "retired")
+                          .order_by(Model.state_changed_at.desc(), Model.version).limit(1))
+
+
 def rollback(session: Session) -> Model:
     """Re-activate the model that was active before the current one (the one retired most
     recently); the current one goes back to the candidates. Returns the re-activated model."""
@@ -152,8 +158,7 @@ def rollback(session: Session) -> Model:
     current = active(session)
     if current is None:
         raise Conflict("there is no active model to roll back")
-    previous = session.scalar(select(Model).where(Model.state == "retired")
-                              .order_by(Model.state_changed_at.desc(), Model.version).limit(1))
+    previous = rollback_target(session)
     if previous is None:
         raise Conflict(f"model {current.version} is the only model that was ever active: "
                        "there is none to roll back to")
