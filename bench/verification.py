@@ -41,11 +41,11 @@ from binventory.inventory.reconcile import reconcile
 from binventory.serving.predictor import Predictor
 
 
-def test_folder(sample: Path, out: Path) -> Path:
-    """An ABID-layout folder of the public test bins: symlinks, never copies."""
+def test_folder(sample: Path, out: Path, limit: int | None = None) -> Path:
+    """An ABID-layout folder of the public test bins (the first ``limit``): symlinks, never copies."""
     for sub in ("bin-images", "metadata"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for image_id in read_id_list(sample / "splits" / "public_test.txt"):
+    for image_id in read_id_list(sample / "splits" / "public_test.txt")[:limit]:
         for sub, suffix in (("bin-images", ".jpg"), ("metadata", ".json")):
             link = out / sub / f"{image_id}{suffix}"
             if not link.exists():
