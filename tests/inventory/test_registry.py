@@ -4,18 +4,20 @@ PostgreSQL)."""
 import subprocess
 import sys
 import threading
+from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from binventory import BinventoryError
 from binventory.cli import main
-from binventory.inventory import registry
+from binventory.inventory import compare, registry
 from binventory.inventory.audit import Conflict, NotFound
 from binventory.inventory.db import Database, make_engine, upgrade
 from binventory.inventory.models import Model
 from binventory.inventory.policy import Policy
 from binventory.inventory.reconcile import register_model
+from binventory.model.artifact import load_artifact, save_artifact
 from binventory.serving.predictor import Predictor
 from tests.tiny import save_tiny_model
 
@@ -49,6 +51,18 @@ def test_register_is_idempotent_and_keeps_the_state(db, artifacts):
         assert (again.version, again.state) == (first.version, "active")
         assert again.policy["t_confirm"] == 0.8
     assert len(states(db)) == 1
+
+
+def test_register_keeps_the_lineage_a_fine_tuned_artifact_names(db, artifacts, tmp_path):
+    base = load_artifact(artifacts[0])
+    data = [{"manifest": "audits/manifest.parquet", "hash": "ab12", "images": 40,
+             "labelled_until": "2026-11-30T10:00:00+00:00"}]
+    child = save_artifact(tmp_path / "child.pt", base.model, classes=base.classes,
+                          preprocess=base.preprocess, name="child", parent=base.model_id, data=data)
+    with db.session() as s:
+        row = registry.register(s, child)
+        assert (row.name, row.parent, row.data) == ("child", base.model_id, data)
+    assert compare.labelled_until(row) == datetime(2026, 11, 30, 10, tzinfo=timezone.utc)
 
 
 def test_a_policy_for_another_model_is_refused(db, artifacts):
