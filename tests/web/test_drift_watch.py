@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 
 from binventory.inventory.db import Database
+from binventory.inventory.policy import Policy
+from binventory.serving.predictor import Predictor
 from tests.inventory.test_drift import (SHIFTED_MIX, SHIFTED_SHARES, add_photos, days_ago, draw,
                                         reference_policy, steady_days)
+from tests.tiny import save_tiny_model
 from tests.web.conftest import Inventory, TestClient, make_app
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory) -> Predictor:
+    """Any model will do: the photos are inserted, not counted (no training needed)."""
+    return Predictor.load(save_tiny_model(tmp_path_factory.mktemp("drift-model") / "model.pt"))
 
 
 @pytest.fixture
@@ -70,10 +79,15 @@ def test_a_shifted_stream_shows_the_banner_and_raises_the_gauges(stream, predict
     assert gauge(metrics, "binventory_drift_day_timestamp_seconds") == start
 
 
-def test_no_reference_says_so(empty_client):
-    page = empty_client.get("/").text
+def test_no_reference_says_so(predictor, tmp_path):
+    db = Database.open(f"sqlite:///{tmp_path / 'inventory.db'}", create=True)
+    rng = np.random.default_rng(1)
+    add_photos(db, days_ago(1), draw(rng, 100, sharp=0.3, mix=SHIFTED_MIX), {"flag": 1.0}, rng,
+               predictor.model_id)
+    with TestClient(make_app(predictor, Inventory(db, Policy.default(), "", tmp_path))) as c:
+        page, metrics = c.get("/").text, c.get("/metrics").text
+    db.close()
     assert "No drift check: the policy in use has no calibration reference" in page
     assert 'id="drift"' not in page
-    metrics = empty_client.get("/metrics").text
     assert gauge(metrics, "binventory_drift_reference") == 0.0
     assert "binventory_drift_warning" not in metrics
