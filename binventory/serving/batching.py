@@ -6,6 +6,9 @@ for company, bounded by ``max_wait_ms`` after the first image arrives.
 
 The model runs in one dedicated worker thread, so the event loop keeps accepting and decoding
 requests while a batch is being computed, and batches never compete with each other for cores.
+
+Each image may name the model that must run it (``submit(image, run_batch)``): when the service
+swaps models, images decoded for the old one still run on it, and a batch never mixes models.
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ class MicroBatcher:
     """Collects images submitted from coroutines and runs ``run_batch`` on up to ``max_batch`` of
     them at once; each caller gets back its own row of the result.
 
-    ``run_batch`` takes a stacked N x ... array and returns an N x ... array (rows in order).
+    ``run_batch`` takes a stacked N x ... array and returns an N x ... array (rows in order);
+    an image submitted with a ``run_batch`` of its own goes in a batch run by that one.
     ``on_batch(size, seconds)`` is called after every batch (for metrics).
     """
 
@@ -60,13 +64,18 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._accepting = False
+        # The next batch's first image: it came for another model than the batch before it.
+        self._held: tuple | None = None
+        self._forming: list = []  # the batch waiting for company
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     def queued(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        """Images waiting for the model: queued, or in a batch still waiting for company."""
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return queued + (self._held is not None) + len(self._forming)
 
     async def start(self) -> None:
         """Start the collecting task on the running event loop."""
@@ -89,22 +98,24 @@ class MicroBatcher:
             self._executor.shutdown(wait=True)
             self._task = None
 
-    async def submit(self, item: np.ndarray) -> np.ndarray:
-        """Queue one image and wait for its row of the batch result."""
+    async def submit(self, item: np.ndarray,
+                     run_batch: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        """Queue one image and wait for its row of the result of ``run_batch`` (default: the
+        batcher's own) on the batch it joins."""
         if not self._accepting:
             raise BatcherStopped("the model is not accepting work (starting up or shutting down)")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        await self._queue.put((item, future, run_batch or self.run_batch))
         return await future
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
-            first = await self._queue.get()
+            first, self._held = self._held or await self._queue.get(), None
             if first is _STOP:
                 break
-            batch = [first]
+            batch = self._forming = [first]
             deadline = loop.time() + self.max_wait_s
             while len(batch) < self.max_batch:
                 timeout = deadline - loop.time()
@@ -119,18 +130,24 @@ class MicroBatcher:
                 if item is _STOP:
                     stopping = True  # run this last batch, then leave
                     break
+                # == not is: each access to a bound method makes a new, equal, object
+                if item[2] != first[2]:
+                    self._held = item  # a batch never mixes models: it starts the next one
+                    break
                 batch.append(item)
+            self._forming = []
             await self._run(loop, batch)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         # A caller that gave up (client disconnected, request cancelled) needs no row.
-        batch = [(item, future) for item, future in batch if not future.done()]
+        run_batch = batch[0][2]
+        batch = [(item, future) for item, future, _ in batch if not future.done()]
         if not batch:
             return
         started = loop.time()
         try:
             stacked = np.stack([item for item, _ in batch])
-            result = await loop.run_in_executor(self._executor, self.run_batch, stacked)
+            result = await loop.run_in_executor(self._executor, run_batch, stacked)
             if len(result) != len(batch):
                 raise RuntimeError(f"run_batch returned {len(result)} rows for {len(batch)} inputs")
         except Exception as e:  # one failed batch must not kill the loop serving the others

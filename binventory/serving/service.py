@@ -2,7 +2,8 @@
 
 ``create_app`` builds a FastAPI app around a loaded Predictor. The counting routes live in an
 APIRouter so other APIs (the inventory) can share the app; the service itself keeps no state
-beyond the model, the micro-batcher and its metrics (no database).
+beyond the model, the micro-batcher and its metrics (no database). ``CountingService.swap``
+changes the model while serving: between batches, without failing a request.
 
 Bad input is always the client's problem, never a 500: every way an upload or a referenced
 object can be wrong maps to a 4xx (or 502 when S3 itself fails) with
@@ -10,20 +11,19 @@ object can be wrong maps to a 4xx (or 502 when S3 itself fails) with
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest)
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +33,7 @@ from binventory import BinventoryError
 from binventory.data.provenance import training_data_warning
 from binventory.serving.batching import BatcherStopped, MicroBatcher
 from binventory.serving.inputs import read_s3_object
+from binventory.serving.metrics import Metrics, MetricsMiddleware
 from binventory.serving.predictor import ImageError, Predictor
 
 log = logging.getLogger(__name__)
@@ -96,95 +97,90 @@ _ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in
     (502, "S3 unreachable or failing"), (503, "model not ready (starting or stopping)"))}
 
 
-class Metrics:
-    """Prometheus metrics in a registry of the app's own (several apps can live in one process)."""
+@dataclass(frozen=True)
+class Served:
+    """One model as served: its predictor and what APIs mounted beside the counting routes pair
+    with it (the inventory: the policy calibrated for it). Swapped whole, so a request that
+    reads it once decodes, counts and judges with one consistent model."""
+    predictor: Predictor
+    attached: Mapping[str, object] = field(default_factory=dict)
+    trained_on: dict | None = None  # what /readyz says the model learned from (found once)
 
-    def __init__(self, max_batch: int):
-        self.registry = r = CollectorRegistry()
-        self.requests = Counter("binventory_http_requests", "HTTP requests by route, method and status",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("binventory_http_request_seconds", "HTTP request latency", ["route"],
-                                 buckets=(.001, .0025, .005, .01, .02, .03, .05, .075, .1, .25, .5, 1,
-                                          2.5, 5, 10), registry=r)
-        self.errors = Counter("binventory_errors", "Failed requests by error status code", ["status"],
-                              registry=r)
-        sizes = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b < max_batch} | {max_batch})
-        self.batch_size = Histogram("binventory_batch_size", "Images per model call", buckets=sizes,
-                                    registry=r)
-        self.batch_seconds = Histogram("binventory_batch_seconds", "Model time per batch", registry=r)
-        self.queue = Gauge("binventory_queue_depth", "Images waiting for the model", registry=r)
-
-    def observe_batch(self, size: int, seconds: float) -> None:
-        self.batch_size.observe(size)
-        self.batch_seconds.observe(seconds)
-
-    def render(self, queued: int) -> tuple[bytes, str]:
-        self.queue.set(queued)
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request (pure ASGI: request bodies stream through untouched)."""
-
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started, status = time.perf_counter(), 500  # 500 unless a response starts
-
-        async def send_and_watch(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_watch)
-        finally:
-            # The route's template, not the raw path: unknown paths must not grow the label set.
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+    def __post_init__(self):
+        if self.trained_on is None:
+            object.__setattr__(self, "trained_on", training_data(self.predictor))
 
 
 class CountingService:
-    """The model behind the routes: decoding, batching, S3 fetching and readiness."""
+    """The model behind the routes: decoding, batching, S3 fetching, readiness, model swaps."""
 
     def __init__(self, predictor: Predictor, settings: Settings, metrics: Metrics):
-        self.predictor, self.settings, self.metrics = predictor, settings, metrics
+        self.settings, self.metrics = settings, metrics
+        self.served = Served(predictor)
+        # Every image is submitted with its own model's run_batch: this default runs none.
         self.batcher = MicroBatcher(predictor.predict_arrays, settings.max_batch, settings.max_wait_ms,
                                     on_batch=metrics.observe_batch)
         self.ready = False
         # What APIs mounted beside the counting routes add to /readyz's answer (the inventory:
         # whether its policy fits this model), so the service itself needs to know none of them.
         self.readiness: dict = {}
+        # Coroutines they want running while the service is (the inventory's registry follower).
+        self.background: list[Callable[[], Awaitable[None]]] = []
         self._s3 = None
         self._s3_lock = threading.Lock()
+
+    @property
+    def predictor(self) -> Predictor:
+        """The model now serving (a request in flight may still be counted by the one before)."""
+        return self.served.predictor
+
+    def attach(self, **attached) -> None:
+        """Pair ``attached`` with the model now serving (swapped away with it)."""
+        self.served = Served(self.predictor, {**self.served.attached, **attached},
+                             self.served.trained_on)
 
     async def start(self) -> None:
         await self.batcher.start()
         # The first inference allocates and tunes kernels; pay for it before taking traffic.
         size = self.predictor.preprocess.image_size
-        await self.batcher.submit(np.zeros((size, size, 3), np.uint8))
+        await self.batcher.submit(np.zeros((size, size, 3), np.uint8), self.predictor.predict_arrays)
         self.ready = True
+        self.metrics.serving(self.predictor.model_id)
         log.info("model %s ready (%s backend)", self.predictor.model_id, self.predictor.backend)
 
     async def stop(self) -> None:
         self.ready = False
         await self.batcher.stop()  # finishes queued batches first
 
-    async def probabilities(self, data: bytes) -> np.ndarray:
-        """Calibrated class probabilities of one encoded image; raises ImageError."""
+    async def swap(self, predictor: Predictor, **attached) -> Served:
+        """Serve ``predictor`` (with ``attached`` paired to it) from the next request on. Images
+        already decoded for the model before are still counted by it, in batches of their own,
+        so no request fails or gets a mixed answer; the swap itself is one assignment."""
+        size = predictor.preprocess.image_size
+        # Warm up off the event loop and beside the batch worker: batches keep running meanwhile.
+        await run_in_threadpool(predictor.predict_arrays, np.zeros((1, size, size, 3), np.uint8))
+        before, self.served = self.served, Served(predictor, attached)
+        self.metrics.serving(predictor.model_id, before.predictor.model_id)
+        self.metrics.swaps.inc()
+        log.info("now serving model %s (was %s)", predictor.model_id, before.predictor.model_id)
+        return self.served
+
+    async def infer(self, data: bytes) -> tuple[np.ndarray, Served]:
+        """Calibrated class probabilities of one encoded image, and the model that computed
+        them; raises ImageError."""
+        served = self.served  # read once: the decoding (its image size) and the batch must agree
         # check_image_bytes bounds JPEG and PNG sizes from the header and maps every decoder
         # failure to an ImageError, so bad bytes never escape as a 500.
-        image = await run_in_threadpool(self.predictor.decode, data)
-        return await self.batcher.submit(image)
+        image = await run_in_threadpool(served.predictor.decode, data)
+        return await self.batcher.submit(image, served.predictor.predict_arrays), served
+
+    async def probabilities(self, data: bytes) -> np.ndarray:
+        """Calibrated class probabilities of one encoded image; raises ImageError."""
+        return (await self.infer(data))[0]
 
     async def count(self, data: bytes) -> dict:
-        row = await self.probabilities(data)
-        return self.predictor.to_predictions(row[None])[0].to_dict()
+        row, served = await self.infer(data)
+        return served.predictor.to_predictions(row[None])[0].to_dict()
 
     def fetch(self, uri: str) -> bytes:
         """An image's bytes from an ``s3://bucket/key`` URI (runs in a worker thread)."""
@@ -327,9 +323,13 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await service.start()
+        tasks = [asyncio.create_task(run()) for run in service.background]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             # uvicorn gets here after it stopped accepting and open requests finished.
             await service.stop()
 
@@ -345,14 +345,14 @@ def create_app(predictor: Predictor, settings: Settings | None = None) -> FastAP
     async def healthz():
         return {"status": "ok"}
 
-    trained_on = training_data(predictor)
-
     @app.get("/readyz", tags=["ops"], summary="The model is loaded and warmed up")
     async def readyz():
         if not service.ready:
             return JSONResponse({"detail": "model not ready", "status": "not_ready"}, 503)
-        return {"status": "ready", "model_version": predictor.model_id, "model_name": predictor.model_name,
-                "backend": predictor.backend, **trained_on, **service.readiness}
+        served = service.served
+        return {"status": "ready", "model_version": served.predictor.model_id,
+                "model_name": served.predictor.model_name, "backend": served.predictor.backend,
+                **served.trained_on, **service.readiness}
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus():
