@@ -10,7 +10,7 @@ images, 413 for huge uploads.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from binventory.inventory.reconcile import Photo, load_bins, register_model, wri
 from binventory.inventory.tokens import check_token
 from binventory.inventory.views import (adjustment_dict, bin_detail, bin_history, bin_page, observation_dict,
                                         task_dict)
-from binventory.serving.service import (IMAGE_TYPES, ApiError, CountingService, counting_errors,
+from binventory.serving.service import (IMAGE_TYPES, ApiError, CountingService, Served, counting_errors,
                                         media_type_of, read_body)
 
 TOKEN_COOKIE = "binventory_token"  # where the dashboard's sign-in keeps the token
@@ -84,17 +84,29 @@ def token_user(db: Database, request: Request) -> str | None:
     return request.state.token_user
 
 
+def policy_of(served: Served) -> Policy:
+    """The thresholds paired with a served model (they are swapped together: inventory/follow.py);
+    a model served with none gets the uncalibrated blind default."""
+    policy = served.attached.get("policy")
+    return policy if isinstance(policy, Policy) else Policy.default()
+
+
 @dataclass
 class InventoryService:
     """What the inventory's routes share, kept on ``app.state.inventory`` (``install``)."""
     db: Database
-    policy: Policy
+    counting: CountingService
     image_dir: Path
     reads_need_token: bool = False
-    # The served model is recorded (with its thresholds) with the first upload it judges, not
+    # Each served model is recorded (with its thresholds) with the first upload it judges, not
     # again with every photo: the policy alone is ~100 KB of JSON. Other replicas may record it
     # at the same moment: register_model is an upsert, so that is harmless.
-    registered: bool = False
+    registered: set[str] = field(default_factory=set)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy of the model now serving."""
+        return policy_of(self.counting.served)
 
 
 def inventory(request: Request) -> InventoryService:
@@ -133,7 +145,8 @@ router = APIRouter(prefix="/v1", tags=["inventory"], responses=ERRORS, dependenc
 
 def install(app, db: Database, policy: Policy, image_dir: str | Path, *, reads_need_token: bool = False) -> None:
     """Serve the inventory API on ``app`` (the counting service's app: its ``state.counting``)."""
-    app.state.inventory = InventoryService(db, policy, Path(image_dir), reads_need_token)
+    app.state.counting.attach(policy=policy)
+    app.state.inventory = InventoryService(db, app.state.counting, Path(image_dir), reads_need_token)
     app.include_router(router)
 
 
@@ -186,22 +199,22 @@ async def observe(code: str, request: Request, actor: Actor,
         raise ApiError(404, "not_found", f"unknown bin {code!r}")
     data = await read_body(request, counting.settings.max_body_bytes)
     with counting_errors():
-        probs = await counting.probabilities(data)
-    return await run_in_threadpool(_record, inv, counting, view, data, media_type, probs, captured_at, code)
+        probs, served = await counting.infer(data)  # the model that counted it judges it too
+    return await run_in_threadpool(_record, inv, served, view, data, media_type, probs, captured_at, code)
 
 
-def _record(inv: InventoryService, counting: CountingService, view, data: bytes, media_type: str,
+def _record(inv: InventoryService, served: Served, view, data: bytes, media_type: str,
             probs: np.ndarray, captured_at, code: str) -> dict:
     sha = hashlib.sha256(data).hexdigest()
     path = inv.image_dir / sha[:2] / (sha + (".png" if media_type == "image/png" else ".jpg"))
     if not path.exists():
         atomic_write_bytes(path, data)
-    predictor = counting.predictor
-    decision = inv.policy.decide(probs[None], predictor.classes, [view.expected], [view.records])[0]
+    predictor, policy = served.predictor, policy_of(served)
+    decision = policy.decide(probs[None], predictor.classes, [view.expected], [view.records])[0]
     photo = Photo(code, photo_uri(path, inv.image_dir), sha, captured_at or utcnow())
     with inv.db.session() as session:
-        if not inv.registered:
-            register_model(session, predictor, inv.policy)
+        if predictor.model_id not in inv.registered:
+            register_model(session, predictor, policy)
         obs_id = write_observations(session, [view], [photo], probs[None], predictor.classes.names,
                                     predictor.model_id, [decision])[0]
         duplicate = obs_id is None
@@ -213,7 +226,7 @@ def _record(inv: InventoryService, counting: CountingService, view, data: bytes,
         task = session.scalar(select(AuditTask).where(AuditTask.observation_id == obs_id))
         answer = {**observation_dict(obs), "duplicate": duplicate,
                   "task": task_dict(task) if task is not None else None}
-    inv.registered = True  # committed
+    inv.registered.add(predictor.model_id)  # committed
     return answer
 
 

@@ -14,9 +14,11 @@ from binventory import BinventoryError
 GRACEFUL_SHUTDOWN_S = 30
 
 
-def add_serve_options(p) -> None:
-    """The counting service's options; ``binventory serve`` (in binventory.app) adds the rest."""
-    p.add_argument("--model", type=Path, required=True, help="model artifact (model.pt)")
+def add_serve_options(p, optional_model: str | None = None) -> None:
+    """The counting service's options; ``binventory serve`` (in binventory.app) adds the rest.
+    ``optional_model`` makes --model optional, saying where the model comes from without it."""
+    p.add_argument("--model", type=Path, required=optional_model is None,
+                   help="model artifact (model.pt)" + (f"; {optional_model}" if optional_model else ""))
     p.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
                    help="inference engine: onnx (ONNX Runtime, faster on CPU: BENCHMARKS.md) "
                         "uses model.onnx beside the artifact, exported "
@@ -63,6 +65,14 @@ def check_port_free(host: str, port: int) -> None:
 def load_service(args: argparse.Namespace):
     """Check the options and load the model: (predictor, settings). Loading before binding the
     port makes a wrong path or a broken artifact a plain error (exit 2)."""
+    settings = service_settings(args)
+    from binventory.serving.predictor import Predictor
+
+    return Predictor.load(args.model, backend=args.backend, threads=args.threads), settings
+
+
+def service_settings(args: argparse.Namespace):
+    """The service's Settings from checked options (BinventoryError when they make no sense)."""
     if not 0 <= args.port <= 65535:
         raise BinventoryError(f"--port must be 0..65535, got {args.port}")
     if args.threads is not None and args.threads < 1:
@@ -70,14 +80,12 @@ def load_service(args: argparse.Namespace):
     if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_body_mb <= 0:
         raise BinventoryError("need --max-batch >= 1, --max-wait-ms >= 0 and --max-body-mb > 0")
 
-    from binventory.serving.predictor import Predictor
     from binventory.serving.service import Settings
 
-    settings = Settings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                        s3_endpoint_url=args.s3_endpoint_url,
-                        allowed_uri_schemes=() if args.no_uri else ("s3",))
-    return Predictor.load(args.model, backend=args.backend, threads=args.threads), settings
+    return Settings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                    max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                    s3_endpoint_url=args.s3_endpoint_url,
+                    allowed_uri_schemes=() if args.no_uri else ("s3",))
 
 
 def run_server(app, args: argparse.Namespace) -> int:
