@@ -266,7 +266,7 @@ def check(session: Session, policy, bounds: Bounds = Bounds(), now: datetime | N
     """The last ``bounds.days`` UTC days of photos judged by ``policy``'s model, each against the
     reference ``policy`` (a binventory.inventory.policy.Policy) was calibrated with."""
     ref = (policy.stats or {}).get("reference") if policy is not None else None
-    if not ref:
+    if not isinstance(ref, dict) or not ref.get("n"):  # none, or not one calibrate wrote
         return Report(None, bounds, [], NO_REFERENCE)
     now = now or datetime.now(timezone.utc)
     since = datetime(now.year, now.month, now.day, tzinfo=timezone.utc) - timedelta(days=bounds.days - 1)
