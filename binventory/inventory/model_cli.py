@@ -109,13 +109,14 @@ def _list(args: argparse.Namespace) -> int:
         models = list_models(session)
     table = Table(title=f"model registry: {len(models)} models")
     for column in ("id", "name", "state", "parent", "data", "metrics", "registered", "last comparison"):
-        table.add_column(column, overflow="fold")
+        # ids are what people copy into `promote`: never folded
+        table.add_column(column, no_wrap=column in ("id", "state", "registered"), overflow="fold")
     for m in models:
         c = m.comparison or {}
-        last = f"{c['verdict']} vs {c.get('against')} ({c.get('audits', 0)} audits)" if c else "-"
+        last = f"{c['verdict']} ({c.get('audits', 0)} audits) vs {c.get('against')}" if c else "-"
         table.add_row(m.version, m.name, m.state, m.parent or "-", _data(m.data),
                       _short_metrics(m.metrics), f"{m.registered_at:%Y-%m-%d %H:%M}", last)
-    Console().print(table)
+    Console(width=max(Console().width, 200)).print(table)  # a pipe gets whole rows, not 80 columns
     return 0
 
 

@@ -198,6 +198,7 @@ def test_model_commands(db_url, artifacts, capsys):
     assert main(["model", "list", "--db", db_url]) == 0
     table = capsys.readouterr().out
     assert "model registry: 2 models" in table
+    assert a in table and b in table  # whole, to copy into `promote`, even in a pipe
     assert table.index("active") < table.index("retired")  # the active model first
     assert main(["model", "rollback", "--db", db_url]) == 0
     assert capsys.readouterr().out.strip() == f"model {a} is active again; {b} is a candidate"
