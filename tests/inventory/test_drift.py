@@ -2,16 +2,19 @@
 (SQLite and PostgreSQL). Streams are drawn from a synthetic counter; photos are inserted directly."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 from sqlalchemy import insert
 
+from binventory.inventory import calibrate as cal
 from binventory.inventory import drift
 from binventory.inventory.models import Bin, Observation
 from binventory.inventory.policy import Policy
 from binventory.inventory.verify import BlindVerifier, class_counts
 from binventory.model.classes import CountClasses
+from tests.inventory.test_verify import synthetic_sample
 
 C = CountClasses(0, 5, True)
 STEADY_SHARES = {"confirm": 0.6, "flag": 0.15, "review": 0.25}
@@ -131,6 +134,34 @@ def test_photos_of_another_model_are_left_out(db):
                model="counter-b")
     report = check(db, reference_policy())
     assert [d.n for d in report.days] == [150, 150] and report.shifts == []
+
+
+def test_calibrate_stores_the_reference():
+    sample = synthetic_sample(n=120, seed=7)
+    policy, candidates = cal.calibrate(sample, verifier="blind")
+    ref = Policy.from_dict(json.loads(json.dumps(policy.to_dict()))).stats["reference"]
+    chosen = candidates[0].rates
+    assert ref["share"] == {"confirm": chosen["confirm_share"], "flag": chosen["flag_load"],
+                            "review": chosen["review_load"]}
+    assert abs(sum(ref["share"].values()) - 1) < 1e-9 and ref["n"] == 120
+    assert np.isclose(ref["mean_confidence"], sample.probs.max(axis=1).mean())
+    predicted = class_counts(C)[sample.probs.argmax(axis=1)].astype(int)
+    assert ref["count_hist"] == {str(c): float(np.mean(predicted == c)) for c in np.unique(predicted)}
+    assert ref["classes"] == C.names
+
+
+def test_a_stream_like_the_calibration_sample_raises_no_warning(db):
+    """The whole loop: calibrate's reference, then the same counter's photos over three days."""
+    sample = synthetic_sample(n=300, seed=8)
+    policy, _ = cal.calibrate(sample, verifier="blind")
+    ref = policy.stats["reference"]
+    rng = np.random.default_rng(9)
+    for k in (3, 2, 1):
+        pick = rng.choice(len(sample.probs), 120)
+        add_photos(db, days_ago(k), sample.probs[pick].astype(np.float64), ref["share"], rng,
+                   model="synthetic")
+    report = check(db, policy)
+    assert len(report.days) == 3 and report.shifts == [], [s.describe() for s in report.shifts]
 
 
 def test_each_measure_warns_on_its_own_shift(db):
