@@ -13,13 +13,13 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from binventory.data.provenance import describe_training_data, training_data_warning
-from binventory.inventory import audit, drift
+from binventory.inventory import audit, drift, models_api
 from binventory.inventory.api import InventoryService
 from binventory.inventory.models import DECISIONS
 from binventory.inventory.tokens import check_token
 from binventory.inventory.views import (bin_history, bin_page, find_model, model_versions, overview,
                                         records_by_day)
-from binventory.web import queue, runs
+from binventory.web import model_registry, queue, runs
 from binventory.web.charts import line_chart, percent, records_chart
 from binventory.web.pages import (BIN_PAGE_SIZE, COOKIE, COOKIE_MAX_AGE, PAGE_SIZE, STATIC_DIR,  # noqa: F401
                                   Inventory, SignInRequired, _page, bars, pager, protected, render,
@@ -31,11 +31,13 @@ def install(app: FastAPI, *, policy_mismatch: str | None = None) -> None:
     ``policy_mismatch`` says why the served policy does not fit the served model (``serve
     --allow-policy-mismatch``), shown on every page."""
     app.state.policy_mismatch = policy_mismatch
-    # /metrics carries the overview's drift watch, of whichever policy is serving.
-    drift.register_metrics(app.state.counting.metrics.registry, app.state.inventory.db,
-                           lambda: app.state.inventory.policy)
+    # The overview's drift watch, of whichever policy is serving; /metrics carries it too.
+    app.state.drift = drift.register_metrics(app.state.counting.metrics.registry, app.state.inventory.db,
+                                             lambda: app.state.inventory.policy).watch
     app.include_router(router)
     app.include_router(queue.router)
+    app.include_router(model_registry.router)
+    app.include_router(models_api.router)  # the registry's API, beside the page that uses it
     app.include_router(public)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -50,13 +52,12 @@ def overview_page(request: Request, inv: Inventory):
     with inv.db.reader() as session:
         numbers = overview(session)
         days = records_by_day(session, 60)
-        watch = drift.check(session, inv.policy)
     model = numbers["model"]
     # What the thresholds that confirmed these bins let through, as calibration measured it.
     false_confirm = (((model or {}).get("policy") or {}).get("stats") or {}).get("false_confirm") or {}
     return render(request, "overview.html", page="overview", n=numbers, days=days, recent=days[::-1][:7],
                   chart=records_chart(days), false_confirm=false_confirm, model=model,
-                  headline=runs.headline(model and model["metrics"]), drift=watch)
+                  headline=runs.headline(model and model["metrics"]), drift=request.app.state.drift.report())
 
 
 BIN_FILTERS = {"seen": {"yes": True, "no": False}, "task": {"yes": True, "no": False},
@@ -98,10 +99,12 @@ def bin_view(request: Request, code: str, inv: Inventory, obs: str = "1", ledger
 
 
 @router.get("/model", response_class=HTMLResponse)
-def model_page(request: Request, inv: Inventory, version: str = ""):
+def model_page(request: Request, inv: Inventory, version: str = "", promoted: str = "",
+               rolled_back: str = ""):
     with inv.db.reader() as session:
         model = find_model(session, version or None)
         versions = model_versions(session)
+        registry = model_registry.context(request, session)
     if model is None and version:
         return render(request, "message.html", 404, page="model", title="Unknown model",
                       message=f"No model with version {version!r} has judged this inventory.")
@@ -120,7 +123,9 @@ def model_page(request: Request, inv: Inventory, version: str = ""):
                   charts=charts, headline=runs.headline(model.metrics if model else None),
                   trained_on=describe_training_data(trained_on),
                   trained_on_warning=training_data_warning(trained_on),
-                  policy=inv.policy.to_dict(), policy_mismatch=model is not None and inv.policy.mismatch(model.version))
+                  policy=inv.policy.to_dict(), policy_mismatch=model is not None and inv.policy.mismatch(model.version),
+                  registry=registry,
+                  registry_notice=model_registry.notice(request, registry["active"], promoted, rolled_back))
 
 
 def model_path(inv: InventoryService, version: str) -> str | None:
