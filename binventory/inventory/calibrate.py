@@ -32,6 +32,7 @@ from binventory import BinventoryError
 from binventory.inventory.bounds import (CONFIDENCE, allowed_false_confirms,
                                          describe_false_confirms, false_confirm_summary,
                                          fcr_upper_bound)
+from binventory.inventory.drift import reference as drift_reference
 from binventory.inventory.forecast import ERROR_RATE, describe_forecast, shares_at
 from binventory.inventory.policy import Policy
 from binventory.inventory.verify import (ERROR_DELTAS, BlindVerifier, ItemRecord, RecordVerifier,
@@ -108,6 +109,11 @@ def load_sample(model: str | Path, manifest: str | Path, split: str, batch_size:
 # ---- injected errors -------------------------------------------------------------------------
 
 DELTAS = ERROR_DELTAS
+# Records far off, fitted on only (thresholds stay on DELTAS): a verifier that never saw one
+# takes a photo of 2 against a record of 12 for a counter error, as both "right" and "off by
+# 1-3" are all but ruled out there, and scores it above a record off by 3.
+FAR = 4              # items off
+N_FAR = 2            # far-off wrong records per validation image
 
 
 def inject_error(lines: Sequence, expected: int, rng: np.random.Generator,
@@ -145,6 +151,19 @@ def variants(expected: Sequence[int], records: Sequence[Sequence[ItemRecord]], n
             wrong_lines, wrong_e = inject_error(lines, int(e), rng, records)
             index.append(i), exp.append(wrong_e), recs.append(wrong_lines), right.append(0)
     return np.array(index, dtype=np.int64), np.array(exp), recs, np.array(right)
+
+
+def far_variants(expected: Sequence[int], records: Sequence[Sequence[ItemRecord]], n_far: int,
+                 rng: np.random.Generator):
+    """Up to ``n_far`` wrong records per image, each another image's record at least ``FAR``
+    items off (a bin taken for another): (image index, expected, records)."""
+    expected = np.asarray(expected, dtype=np.int64)
+    index, exp, recs = [], [], []
+    for i, e in enumerate(expected):
+        others = np.flatnonzero(np.abs(expected - e) >= FAR)
+        for j in rng.choice(others, size=min(n_far, len(others)), replace=False):
+            index.append(i), exp.append(int(expected[j])), recs.append(list(records[j]))
+    return np.array(index, dtype=np.int64), np.array(exp, dtype=np.int64), recs
 
 
 def with_errors(expected: Sequence[int], records: Sequence[Sequence[ItemRecord]],
@@ -237,8 +256,10 @@ def thresholds(scores: np.ndarray, right: np.ndarray, target_fcr: float,
 
 def cross_fit_scores(x: np.ndarray, right: np.ndarray, groups: np.ndarray, *, model: str = "trees",
                      folds: int = FOLDS, error_rate: float = 0.2, seed: int = 0,
-                     feature_names: Sequence[str] | None = None) -> np.ndarray:
-    """Out-of-fold record-verifier scores, folds grouped by image."""
+                     feature_names: Sequence[str] | None = None,
+                     far: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Out-of-fold record-verifier scores, folds grouped by image. ``far``: (features, image)
+    of more wrong records, fitted on in the folds that leave their image out, never scored."""
     rng = np.random.default_rng(seed)
     unique = np.unique(groups)
     fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % folds))
@@ -248,7 +269,12 @@ def cross_fit_scores(x: np.ndarray, right: np.ndarray, groups: np.ndarray, *, mo
         test = fold == f
         if not test.any():
             continue
-        v = RecordVerifier.fit(x[~test], right[~test], model=model, error_rate=error_rate,
+        fit_x, fit_right = x[~test], right[~test]
+        if far is not None:
+            keep = ~np.isin(far[1], groups[test])
+            fit_x = np.vstack([fit_x, far[0][keep]])
+            fit_right = np.concatenate([fit_right, np.zeros(int(keep.sum()), dtype=fit_right.dtype)])
+        v = RecordVerifier.fit(fit_x, fit_right, model=model, error_rate=error_rate,
                                seed=seed, feature_names=feature_names)
         out[test] = 1.0 / (1.0 + np.exp(-np.clip(v.logit(x[test]), -40, 40)))
     return out
@@ -300,10 +326,15 @@ def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = E
             log.warning(message)
         else:
             x = features(probs, sample.classes, expected, records)
+            far_index, far_e, far_records = far_variants(sample.expected, sample.records, N_FAR, rng)
+            far_x = features(sample.probs[far_index], sample.classes, far_e, far_records)
             scores = cross_fit_scores(x, right, index, model=model, error_rate=error_rate,
-                                      seed=seed, folds=min(FOLDS, n_images))
+                                      seed=seed, folds=min(FOLDS, n_images),
+                                      far=(far_x, far_index))
             tc, tf = thresholds(scores, right, target_fcr, max_flag_right, confidence)
-            fitted = RecordVerifier.fit(x, right, model=model, error_rate=error_rate, seed=seed)
+            fitted = RecordVerifier.fit(np.vstack([x, far_x]),
+                                        np.concatenate([right, np.zeros(len(far_x), dtype=int)]),
+                                        model=model, error_rate=error_rate, seed=seed)
             candidates.append(Candidate("record", fitted, tc, tf,
                                         rates(scores, right, tc, tf, bound_at, error_rate)))
 
@@ -316,20 +347,22 @@ def calibrate(sample: Sample, *, target_fcr: float = 0.01, error_rate: float = E
              "false_confirm": false_confirm_summary(best.rates),
              "measured": {c.name: {"t_confirm": c.t_confirm, "t_flag": c.t_flag, **c.rates}
                           for c in candidates}}
+    stats["reference"] = drift_reference(sample.probs, sample.classes, best.rates)  # for drift watch
     policy = Policy(best.verifier, best.t_confirm, best.t_flag, target_fcr, sample.model_version,
                     stats)
     return policy, candidates
 
 
-def print_table(candidates: Sequence[Candidate], chosen: str, console=None) -> None:
+def print_table(candidates: Sequence[Candidate], chosen: str, console=None,
+                title: str = "verification on validation (record verifier: out-of-fold scores)"
+                ) -> None:
     from rich.console import Console
     from rich.table import Table
 
     # A piped log gets the whole table too: rich would cut it to 80 columns there.
     console = console or Console(width=max(Console().width, 200))
     e = next((c.rates["error_rate"] for c in candidates if c.rates), ERROR_RATE)
-    table = Table(title="verification on validation (record verifier: out-of-fold scores); "
-                        f"shares of all bins at {e:.0%} wrong records")
+    table = Table(title=f"{title}; shares of all bins at {e:.0%} wrong records")
     for col in ("verifier", "t_confirm", "t_flag", "right confirmed", "false confirms",
                 "false-confirm bound", "wrong flagged/queued", "right flagged",
                 "bins confirmed", "bins flagged", "bins to review"):
@@ -361,8 +394,12 @@ def define_parser(p: argparse.ArgumentParser) -> None:
                      "of right records are flagged. Writes the policy as JSON.")
     p.epilog = ("example:\n  binventory inventory calibrate --model runs/m/model.pt "
                 "--manifest data/abid/manifest.parquet --out runs/m/policy.json")
-    p.add_argument("--model", type=Path, required=True, help="counting model artifact (model.pt)")
-    p.add_argument("--manifest", type=Path, required=True, help="manifest with a split column")
+    p.add_argument("--model", default=None,
+                   help="counting model artifact (model.pt); with --from-audits also a model id "
+                        "the inventory knows, or none: the registry's active model, else the "
+                        "newest audit's")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="manifest with a split column (not with --from-audits)")
     p.add_argument("--split", default="val", help="split to calibrate on (never the test split)")
     p.add_argument("--target-fcr", type=float, default=0.01,
                    help="highest share of wrong records that may be confirmed")
@@ -379,10 +416,17 @@ def define_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--seed", type=int, default=0, help="random seed (error injection, folds)")
     p.add_argument("--out", type=Path, required=True, help="policy JSON to write")
+    from binventory.inventory.calibrate_audits import define_options
+    define_options(p)
     p.set_defaults(func=_calibrate)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    if args.from_audits:
+        from binventory.inventory.calibrate_audits import run
+        return run(args)
+    if args.model is None or args.manifest is None:
+        raise BinventoryError("calibrate needs --model and --manifest (or --from-audits --db URL)")
     if args.wrong_variants < 1:
         raise BinventoryError("--wrong-variants must be at least 1")
     if args.split == "test":
