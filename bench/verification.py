@@ -33,7 +33,8 @@ from sqlalchemy import select
 
 from binventory.data.abid import read_id_list
 from binventory.inventory.calibrate import (CONFIDENCE, calibrate, describe_false_confirms,
-                                            load_sample, rates, variants)
+                                            load_sample, rates)
+from binventory.inventory.inject import variants
 from binventory.inventory.db import Database
 from binventory.inventory.importer import import_abid
 from binventory.inventory.models import Observation

@@ -1,7 +1,7 @@
 """Records far off: does the record verifier flag a bin whose photo shows 2 where 12 are expected?
 
 Calibrates a policy on the model's val split twice, without and with the far-off wrong records
-``calibrate`` fits on (another image's record, >= 4 items off: ``calibrate.N_FAR`` per image),
+``calibrate`` fits on (another image's record, >= 4 items off: ``cal.N_FAR`` per image),
 and scores the public test images (never calibrated on) with every image's right record,
 8 wrong copies off by +-1..+-3 (the stated error model, the one thresholds are picked on) and
 2 far-off ones. Prints, per policy: right records confirmed, near and far false confirms, and
@@ -18,12 +18,13 @@ from datetime import date
 import numpy as np
 
 from binventory.inventory import calibrate as cal
+from binventory.inventory import inject
 
 
 def measure(policy, test: cal.Sample, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    index, expected, records, right = cal.variants(test.expected, test.records, cal.N_WRONG, rng)
-    far_index, far_e, far_records = cal.far_variants(test.expected, test.records, 2, rng)
+    index, expected, records, right = inject.variants(test.expected, test.records, cal.N_WRONG, rng)
+    far_index, far_e, far_records = inject.far_variants(test.expected, test.records, 2, rng)
     near = policy.scores(test.probs[index], test.classes, expected, records)
     far = policy.scores(test.probs[far_index], test.classes, far_e, far_records)
     wrong = near[right == 0]

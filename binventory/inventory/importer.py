@@ -197,7 +197,7 @@ class _Injector:
         return records
 
     def _inject(self, record: BinRecord, rng: np.random.Generator, donors) -> None:
-        from binventory.inventory.calibrate import inject_error
+        from binventory.inventory.inject import inject_error
 
         record.skus, wrong = inject_error(record.skus, record.expected_quantity, rng, donors)
         self.injected[record.image_id] = wrong - record.expected_quantity

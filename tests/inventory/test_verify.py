@@ -8,6 +8,7 @@ import pytest
 
 from binventory import BinventoryError
 from binventory.inventory import calibrate as cal
+from binventory.inventory import inject
 from binventory.inventory.verify import (FEATURES, RECORD_FEATURES, BlindVerifier, ItemRecord,
                                          RecordVerifier, expected_abs_error, features,
                                          p_expected, record_features, verifier_from_dict)
@@ -98,7 +99,7 @@ def test_record_features_missing_dimensions_and_empty_records():
 @pytest.mark.parametrize("model", ["logistic", "trees"])
 def test_record_verifier_fits_and_round_trips_through_json(model):
     s = synthetic_sample()
-    idx, e, r, right = cal.variants(s.expected, s.records, 3, np.random.default_rng(0))
+    idx, e, r, right = inject.variants(s.expected, s.records, 3, np.random.default_rng(0))
     x = features(s.probs[idx], C, e, r)
     v = RecordVerifier.fit(x, right, model=model, error_rate=0.2)
     scores = v.score(s.probs[idx], C, e, r)
@@ -113,7 +114,7 @@ def test_tree_verifier_matches_sklearn():
     from sklearn.ensemble import GradientBoostingClassifier
 
     s = synthetic_sample(n=120)
-    idx, e, r, right = cal.variants(s.expected, s.records, 2, np.random.default_rng(1))
+    idx, e, r, right = inject.variants(s.expected, s.records, 2, np.random.default_rng(1))
     x = features(s.probs[idx], C, e, r)
     v = RecordVerifier.fit(x, right, model="trees", error_rate=0.5, seed=3)
     w = np.where(right == 1, 0.5 / right.sum(), 0.5 / (1 - right).sum()) * len(right)
@@ -125,7 +126,7 @@ def test_tree_verifier_matches_sklearn():
 
 def test_prior_logit_follows_the_error_rate():
     s = synthetic_sample(n=120)
-    idx, e, r, right = cal.variants(s.expected, s.records, 2, np.random.default_rng(1))
+    idx, e, r, right = inject.variants(s.expected, s.records, 2, np.random.default_rng(1))
     x = features(s.probs[idx], C, e, r)
     low = RecordVerifier.fit(x, right, model="logistic", error_rate=0.05)
     high = RecordVerifier.fit(x, right, model="logistic", error_rate=0.5)
@@ -149,7 +150,7 @@ def test_inject_error_moves_one_line_by_1_to_3_never_below_zero():
     rng = np.random.default_rng(0)
     rec = [line(1), line(2, (1, 1, 1))]
     for _ in range(300):
-        wrong, e = cal.inject_error(rec, 3, rng)
+        wrong, e = inject.inject_error(rec, 3, rng)
         diffs = [w.quantity - r.quantity for w, r in zip(wrong, rec)]
         assert sum(d != 0 for d in diffs) == 1
         d = sum(diffs)
@@ -160,17 +161,17 @@ def test_inject_error_moves_one_line_by_1_to_3_never_below_zero():
 
 def test_inject_error_in_an_empty_bin_adds_a_phantom_line():
     rng = np.random.default_rng(0)
-    wrong, e = cal.inject_error([], 0, rng, donors=[[line(1, (9, 9, 9), 3.0)]])
+    wrong, e = inject.inject_error([], 0, rng, donors=[[line(1, (9, 9, 9), 3.0)]])
     assert len(wrong) == 1 and wrong[0].quantity == e and 1 <= e <= 3
     assert wrong[0].length == 9
 
 
 def test_variants_and_with_errors():
     s = synthetic_sample(n=50)
-    idx, e, r, right = cal.variants(s.expected, s.records, 4, np.random.default_rng(0))
+    idx, e, r, right = inject.variants(s.expected, s.records, 4, np.random.default_rng(0))
     assert len(idx) == 250 and right.sum() == 50
     assert (e[right == 1] == s.expected).all() and (e[right == 0] != s.expected[idx[right == 0]]).all()
-    e2, r2, right2 = cal.with_errors(s.expected, s.records, 0.2, np.random.default_rng(0))
+    e2, r2, right2 = inject.with_errors(s.expected, s.records, 0.2, np.random.default_rng(0))
     assert (right2 == 0).sum() == 10 and (e2[right2 == 1] == s.expected[right2 == 1]).all()
 
 

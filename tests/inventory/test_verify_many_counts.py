@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from binventory.inventory import calibrate as cal
+from binventory.inventory import inject
 from binventory.inventory.policy import Policy
 from binventory.inventory.verify import (FEATURES, BlindVerifier, ItemRecord, RecordVerifier,
                                          features, p_expected)
@@ -83,7 +84,7 @@ def test_a_record_above_15_falls_in_the_overflow_class():
 def test_injected_errors_past_5_move_by_1_to_3():
     rng = np.random.default_rng(0)
     record = [ItemRecord(9), ItemRecord(3)]
-    moved = [cal.inject_error(record, 12, rng)[1] for _ in range(200)]
+    moved = [inject.inject_error(record, 12, rng)[1] for _ in range(200)]
     assert set(moved) == {9, 10, 11, 13, 14, 15}
 
 
@@ -92,7 +93,7 @@ def test_calibrated_policy_decides_records_of_7_to_15(fitted):
     assert policy.stats["calibrated"] and policy.t_flag < policy.t_confirm <= 1.0
     test = sample(270, seed=1, counts=np.repeat(np.arange(7, 16), 30))
     rng = np.random.default_rng(1)
-    wrong_e, wrong_recs, _ = cal.with_errors(test.expected, test.records, 0.999, rng)
+    wrong_e, wrong_recs, _ = inject.with_errors(test.expected, test.records, 0.999, rng)
     right = policy.decide(test.probs, K15, test.expected, test.records)
     wrong = policy.decide(test.probs, K15, wrong_e, wrong_recs)
     confirmed = np.mean([d.action == "confirm" for d in right])
@@ -129,8 +130,8 @@ def test_a_policy_with_a_record_verifier_round_trips_for_17_classes(fitted, tmp_
 
 def test_far_off_records_are_other_images_records_4_or_more_items_off():
     s = sample(60, seed=3)
-    index, expected, records = cal.far_variants(s.expected, s.records, 2, np.random.default_rng(0))
-    assert len(index) == 120 and all(abs(e - s.expected[i]) >= cal.FAR for i, e in zip(index, expected))
+    index, expected, records = inject.far_variants(s.expected, s.records, 2, np.random.default_rng(0))
+    assert len(index) == 120 and all(abs(e - s.expected[i]) >= inject.FAR for i, e in zip(index, expected))
     assert all(sum(r.quantity for r in lines) == e for lines, e in zip(records, expected))
-    same = cal.far_variants([3, 3, 3], [[ItemRecord(3)]] * 3, 2, np.random.default_rng(0))
+    same = inject.far_variants([3, 3, 3], [[ItemRecord(3)]] * 3, 2, np.random.default_rng(0))
     assert len(same[0]) == 0  # nothing far off to take: none
