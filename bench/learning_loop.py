@@ -5,7 +5,8 @@ bins. The first model is trained on the first wave's labels only (the recipe of 
 benchmark at --image-size / --epochs). Every later wave is photographed into an inventory whose
 records carry injected errors on 20% of bins (``import-abid --inject-errors``); the active model
 and policy reconcile the photos; a reviewer resolves the audit queue, highest priority first, up
-to --budget recounts (with the true counts). Then, through the real commands:
+to --budget recounts (with the true counts), --spot-checks of them on confirmed bins drawn at
+random (``inventory spot-check``). Then, through the real commands:
 
     binventory model compare / promote      the candidate fine-tuned after the last wave, judged
                                             on this wave's recounts, which it never saw
@@ -94,13 +95,19 @@ def wave_folder(manifest: Path, folder: Path) -> Path:
     return folder
 
 
-def review(db: Database, truth: dict[str, int], budget: int) -> int:
-    """A reviewer recounts the open tasks, highest priority first, up to the budget."""
+def review(db: Database, truth: dict[str, int], budget: int, spot_checks: int, seed: int) -> int:
+    """A reviewer recounts ``spot_checks`` confirmed bins drawn at random (``inventory
+    spot-check``: what measures the wrong records the policy confirmed), then the open tasks,
+    highest priority first, up to the budget in all."""
     with db.session() as s:
-        tasks, _ = audit.list_tasks(s, status="open", limit=budget)
-        ids = [(t.id, t.bin.code) for t in tasks]
-    for task_id, code in ids:
+        spots = [t.id for t in audit.open_spot_checks(s, spot_checks, seed=seed)] if spot_checks else []
+    with db.session() as s:
+        tasks, _ = audit.list_tasks(s, status="open", limit=budget + len(spots))
+        rest = [t.id for t in tasks if t.id not in set(spots)]
+    ids = (spots + rest)[:budget]
+    for task_id in ids:
         with db.session() as s:
+            code = audit.get_task(s, task_id).bin.code
             # A count that differs from the record needs a cause; ABID's are miscounts.
             agreed = truth[code] == audit.expected_quantity(s, audit.get_bin(s, code).id)
             audit.resolve(s, task_id, counted_quantity=truth[code], actor="reviewer",
@@ -188,7 +195,8 @@ def loop_once(args, k: int, last: dict, paths: list[Path], db: Database, db_url:
               model_path=str(active), image_dir=photos, progress=False)
     # The queue holds earlier waves' leftovers too: the reviewer takes the most urgent of all.
     df = pd.concat([read_manifest(p)[0] for p in paths[:k]])
-    recounts = review(db, dict(zip(df.image_id.astype(str), df.label.astype(int))), args.budget)
+    recounts = review(db, dict(zip(df.image_id.astype(str), df.label.astype(int))), args.budget,
+                      args.spot_checks, seed=k)
     promoted, verdict = False, "-"
     if last.get("candidate"):
         candidate = Path(last["candidate"])
@@ -217,6 +225,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/learning_loop"))
     parser.add_argument("--waves", type=int, default=4, help="waves the dev bins arrive in")
     parser.add_argument("--budget", type=int, default=300, help="recounts per wave")
+    parser.add_argument("--spot-checks", type=int, default=50,
+                        help="of the recounts per wave, confirmed bins drawn at random")
     parser.add_argument("--epochs", type=int, default=6, help="epochs of the first model")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--limit", type=int, default=None,
@@ -259,7 +269,8 @@ def main() -> None:
 
 def print_table(rows: list[dict], args) -> None:
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {date.today()}; "
-          f"{args.waves} waves of dev bins, {args.budget} recounts per wave, 20% wrong records, "
+          f"{args.waves} waves of dev bins, {args.budget} recounts per wave ({args.spot_checks} spot "
+          f"checks), 20% wrong records, "
           f"{args.image_size} px; public test, 0-5\n")
     print("| wave | candidate compared: verdict | promoted | policy from | exact acc. | RMSE | right confirmed | "
           "false confirms | wrong flagged or queued | recounts (total) | minutes |")
