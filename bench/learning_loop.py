@@ -212,7 +212,14 @@ def loop_once(args, k: int, last: dict, paths: list[Path], db: Database, db_url:
                   "--image-dir", photos).returncode != 0:
         raise SystemExit("export failed")
     candidate = fine_tune(args, active, [paths[0], audits / "manifest.parquet"], work / "candidate")
-    binventory("model", "register", candidate, "--db", db_url)
+    # The candidate's own policy (injected errors on dev validation: every audit so far is in its
+    # training data), so that the gate compares confirmations policy against policy.
+    done = binventory("inventory", "calibrate", "--model", candidate, "--manifest", paths[0],
+                      "--split", "val", "--out", work / "candidate" / "policy.json")
+    if done.returncode != 0:
+        raise SystemExit("calibrating the candidate failed")
+    binventory("model", "register", candidate, "--policy", work / "candidate" / "policy.json",
+               "--db", db_url)
     return {"wave": k, "model": str(active), "promoted": promoted, "verdict": verdict,
             "policy": str(policy), "policy_from": source, "candidate": str(candidate),
             "recounts": recounts, "minutes": (time.perf_counter() - start) / 60}
