@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import func, select
@@ -29,7 +31,7 @@ from binventory.model.classes import CountClasses
 
 log = logging.getLogger(__name__)
 
-CHUNK = 5_000  # ids per IN (...) list
+CHUNK = 500  # ids per IN (...) list: well under SQLite's and psycopg's parameter limits
 
 
 @dataclass
@@ -54,8 +56,8 @@ class Audit:
 
 
 def utc(t: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
+    # SQLite hands back naive datetimes; every one the inventory writes is UTC.
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
 def _chunks(ids):
@@ -64,38 +66,70 @@ def _chunks(ids):
         yield ids[start:start + CHUNK]
 
 
-def _bin_history(session: Session, bin_ids: set[int]):
-    """Current quantities {bin: {sku: q}}, ledger rows {bin: [(at, sku, before)]} in order, and
-    the SKUs' sizes."""
+NOW = datetime.max.replace(tzinfo=timezone.utc)  # a moment no ledger row comes after
+
+
+class Moment(NamedTuple):
+    """A point in a bin's history: ``at`` a time or, with ``task_id``, at that recount: just
+    before its own ledger rows (``after`` False: the record the person counted against) or
+    right after them (the record the recount left)."""
+    bin_id: int
+    at: datetime
+    task_id: int | None = None
+    after: bool = False
+
+
+def records_at(session: Session, moments: Iterable[Moment]) -> dict[Moment, dict[int, int]]:
+    """Each moment's record {sku id: quantity}: the bin's contents now, each SKU changed since
+    taken back to its quantity before the first ledger row booked after the moment. Two queries
+    a chunk of bins, however many moments.
+
+    The rules, where the callers' own versions once differed:
+    - quantity_before of the first later row, not "now less every later delta": the two agree
+      while every change goes through the ledger, but after a change outside it (a re-import)
+      the deltas carry that change back to every earlier moment; quantity_before does not.
+    - a recount's moment is placed by booking order (row ids) around its own rows (its task id),
+      not by comparing its resolved_at with the rows' created_at, two clocks read microseconds
+      apart. A plain time, or a recount that booked nothing, goes by the rows' created_at.
+    - every ledger row counts, whether or not it names a task.
+    """
+    moments = list(moments)
     current: dict[int, dict[int, int]] = defaultdict(dict)
-    changes: dict[int, list] = defaultdict(list)
-    for chunk in _chunks(bin_ids):
+    ledger: dict[int, list] = defaultdict(list)
+    for chunk in _chunks({m.bin_id for m in moments}):
         for b, s, q in session.execute(select(BinContent.bin_id, BinContent.sku_id,
                                               BinContent.quantity).where(BinContent.bin_id.in_(chunk))):
             current[b][s] = q
-        for b, s, before, at in session.execute(
-                select(Adjustment.bin_id, Adjustment.sku_id, Adjustment.quantity_before,
-                       Adjustment.created_at).where(Adjustment.bin_id.in_(chunk))
-                .order_by(Adjustment.id)):
-            changes[b].append((utc(at), s, before))
-    skus = {s for d in current.values() for s in d} | {s for c in changes.values() for _, s, _ in c}
-    sizes = {}
-    for chunk in _chunks(skus):
-        for sku_id, *size in session.execute(select(Sku.id, Sku.length, Sku.width, Sku.height,
-                                                    Sku.weight).where(Sku.id.in_(chunk))):
-            sizes[sku_id] = size
-    return current, changes, sizes
-
-
-def lines_at(current: dict[int, int], changes: list, at: datetime) -> dict[int, int]:
-    """A bin's quantities per SKU at ``at``: the current ones, each SKU changed since taken back
-    to its quantity before the first change after ``at``."""
-    out, undone = dict(current), set()
-    for when, sku, before in changes:
-        if when > at and sku not in undone:
-            out[sku] = before
-            undone.add(sku)
+        for b, *row in session.execute(
+                select(Adjustment.bin_id, Adjustment.id, Adjustment.task_id, Adjustment.sku_id,
+                       Adjustment.quantity_before, Adjustment.created_at)
+                .where(Adjustment.bin_id.in_(chunk)).order_by(Adjustment.id)):
+            ledger[b].append(row)
+    out = {}
+    for m in moments:
+        rows = ledger.get(m.bin_id, [])
+        own = [i for i, task, *_ in rows if m.task_id is not None and task == m.task_id]
+        state, undone = dict(current.get(m.bin_id, {})), set()
+        for i, _, sku, before, created in rows:
+            later = (i > own[-1] if m.after else i >= own[0]) if own else utc(created) > utc(m.at)
+            if later and sku not in undone:
+                state[sku] = before
+                undone.add(sku)
+        out[m] = state
     return out
+
+
+def skus_of(session: Session, records: Iterable[dict[int, int]]) -> dict[int, Sku]:
+    """The SKUs the records name, by id."""
+    ids = {s for r in records for s in r}
+    return {sku.id: sku for chunk in _chunks(ids)
+            for sku in session.scalars(select(Sku).where(Sku.id.in_(chunk)))}
+
+
+def item_records(record: dict[int, int], skus: dict[int, Sku]) -> list[ItemRecord]:
+    """A record's lines as the verifier reads them (lines at zero are SKUs no longer held)."""
+    return [ItemRecord(q, skus[s].length, skus[s].width, skus[s].height, skus[s].weight)
+            for s, q in sorted(record.items()) if q > 0]
 
 
 def load_audits(session: Session, since: datetime | None = None) -> list[Audit]:
@@ -106,14 +140,15 @@ def load_audits(session: Session, since: datetime | None = None) -> list[Audit]:
     if since is not None:
         query = query.where(AuditTask.resolved_at >= since)
     rows = session.execute(query).all()
-    current, changes, sizes = _bin_history(session, {t.bin_id for t, _ in rows})
+    then = records_at(session, [Moment(t.bin_id, utc(o.created_at)) for t, o in rows])
+    now = records_at(session, [Moment(b, NOW) for b in {t.bin_id for t, _ in rows}])
+    skus = skus_of(session, [*then.values(), *now.values()])
     out = []
     for task, obs in rows:
         observed = utc(obs.created_at)
-        then = lines_at(current.get(task.bin_id, {}), changes.get(task.bin_id, []), observed)
-        at_the_time = sum(then.values()) == obs.expected_quantity
-        quantities = then if at_the_time else current.get(task.bin_id, {})
-        lines = [ItemRecord(q, *sizes[s]) for s, q in sorted(quantities.items()) if q > 0]
+        record = then[Moment(task.bin_id, observed)]
+        at_the_time = sum(record.values()) == obs.expected_quantity
+        lines = item_records(record if at_the_time else now[Moment(task.bin_id, NOW)], skus)
         out.append(Audit(task.id, task.bin_id, task.reason, obs.model_version,
                          dict(obs.probabilities or {}), obs.image_uri, obs.expected_quantity,
                          task.counted_quantity, observed, utc(task.resolved_at or observed),

@@ -31,7 +31,7 @@ warehouse's rates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,8 @@ from sqlalchemy.orm import Session
 
 from binventory import BinventoryError
 from binventory.inventory import registry
-from binventory.inventory.models import Adjustment, AuditTask, BinContent, Model, Observation, Sku, utcnow
+from binventory.inventory.audit_outcomes import Moment, item_records, records_at, skus_of, utc
+from binventory.inventory.models import AuditTask, Model, Observation, utcnow
 from binventory.inventory.photos import default_image_dir, photo_path
 from binventory.inventory.policy import Policy
 from binventory.inventory.verify import ItemRecord, class_counts
@@ -73,31 +74,8 @@ def labelled_until(model: Model) -> datetime | None:
         value = entry.get("labelled_until") if isinstance(entry, dict) else None
         if value:
             stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-            stamps.append(_aware(stamp).astimezone(timezone.utc))
+            stamps.append(utc(stamp))
     return max(stamps, default=None)
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)  # SQLite drops the zone
-
-
-def _records_then(session: Session, bin_ids: set[int]) -> tuple[dict, dict, list]:
-    """Each bin's lines now ({bin: {sku: qty}}), the SKUs' sizes, and the bins' ledger."""
-    now: dict[int, dict[int, int]] = {b: {} for b in bin_ids}
-    sizes: dict[int, tuple] = {}
-    rows = session.execute(select(BinContent.bin_id, BinContent.sku_id, BinContent.quantity,
-                                  Sku.length, Sku.width, Sku.height, Sku.weight)
-                           .join(Sku, Sku.id == BinContent.sku_id)
-                           .where(BinContent.bin_id.in_(bin_ids)))
-    for bin_id, sku_id, qty, *size in rows:
-        now[bin_id][sku_id] = qty
-        sizes[sku_id] = tuple(size)
-    ledger = session.execute(select(Adjustment.bin_id, Adjustment.sku_id, Adjustment.delta,
-                                    Adjustment.created_at).where(Adjustment.bin_id.in_(bin_ids))).all()
-    for sku_id, *size in session.execute(select(Sku.id, Sku.length, Sku.width, Sku.height, Sku.weight)
-                                         .where(Sku.id.in_({a.sku_id for a in ledger}))):
-        sizes[sku_id] = tuple(size)
-    return now, sizes, ledger
 
 
 def audit_cases(session: Session, since: datetime | None, image_dir: str | Path) -> tuple[list[Case], dict]:
@@ -109,8 +87,7 @@ def audit_cases(session: Session, since: datetime | None, image_dir: str | Path)
     if since is not None:
         query = query.where(AuditTask.resolved_at > since)
     rows = session.execute(query).all()
-    now, sizes, ledger = _records_then(session, {t.bin_id for t, _ in rows})
-    cases, skipped = [], {"photo on S3 (not read)": 0, "photo missing": 0}
+    cases, skipped, kept = [], {"photo on S3 (not read)": 0, "photo missing": 0}, []
     for task, uri in rows:
         if uri.startswith("s3://"):
             skipped["photo on S3 (not read)"] += 1
@@ -119,13 +96,14 @@ def audit_cases(session: Session, since: datetime | None, image_dir: str | Path)
         if not path.is_file():
             skipped["photo missing"] += 1
             continue
-        lines = dict(now[task.bin_id])
-        for a in ledger:  # undo what was booked from the recount on
-            if a.bin_id == task.bin_id and _aware(a.created_at) >= _aware(task.resolved_at):
-                lines[a.sku_id] = lines.get(a.sku_id, 0) - a.delta
-        records = [ItemRecord(q, *sizes.get(s, ())) for s, q in sorted(lines.items()) if q > 0]
-        cases.append(Case(task.id, path, sum(r.quantity for r in records), records,
-                          task.counted_quantity))
+        kept.append((task, path))
+    # The record the person counted against: the bin's just before the recount's own booking.
+    moments = {task.id: Moment(task.bin_id, utc(task.resolved_at), task.id) for task, _ in kept}
+    records = records_at(session, moments.values())
+    skus = skus_of(session, records.values())
+    for task, path in kept:
+        lines = item_records(records[moments[task.id]], skus)
+        cases.append(Case(task.id, path, sum(r.quantity for r in lines), lines, task.counted_quantity))
     return cases, {k: v for k, v in skipped.items() if v}
 
 

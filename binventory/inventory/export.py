@@ -9,7 +9,7 @@ go (ABID layout, manifest, splits) is ``binventory.inventory.export_layout``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -17,11 +17,10 @@ from sqlalchemy.orm import Session
 
 from binventory import BinventoryError
 from binventory.inventory.db import Database
-from binventory.inventory.models import Adjustment, AuditTask, BinContent, Observation, Sku
+from binventory.inventory.audit_outcomes import Moment, records_at, skus_of, utc
+from binventory.inventory.models import AuditTask, Observation, Sku
 
 AUDIT, CONFIRMED = "audit", "confirmed"
-# Bins per IN (...) list: well under SQLite's and psycopg's parameter limits.
-CHUNK = 500
 
 
 @dataclass
@@ -52,11 +51,6 @@ class Candidate:
         return self.source == CONFIRMED
 
 
-def utc(moment: datetime) -> datetime:
-    # SQLite hands timestamps back without their zone; every one the inventory writes is UTC.
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
 def parse_since(text: str | None) -> datetime | None:
     """--since: an ISO-8601 date or time; one without a zone is UTC."""
     if text is None:
@@ -66,47 +60,6 @@ def parse_since(text: str | None) -> datetime | None:
     except ValueError:
         raise BinventoryError(f"--since wants an ISO-8601 date or time (e.g. 2026-11-30 or "
                               f"2026-11-30T08:00:00Z), got {text!r}") from None
-
-
-def _chunks(ids: list[int]):
-    for start in range(0, len(ids), CHUNK):
-        yield ids[start:start + CHUNK]
-
-
-@dataclass
-class _Timeline:
-    """A bin's record now, and the recounts that changed it, to replay it backwards."""
-
-    now: dict[int, int] = field(default_factory=dict)                  # sku id -> quantity
-    changes: list[tuple[datetime, int, int, int]] = field(default_factory=list)  # (when, task, sku, delta)
-
-    def at(self, moment: tuple[datetime, float]) -> dict[int, int]:
-        """The record as it stood at ``moment`` = (time, task id): recounts after it undone."""
-        state = dict(self.now)
-        for when, task_id, sku_id, delta in self.changes:
-            if (when, task_id) > moment:
-                state[sku_id] = state.get(sku_id, 0) - delta
-        return state
-
-
-def _timelines(session: Session, bin_ids: list[int]) -> tuple[dict[int, _Timeline], dict[int, Sku]]:
-    timelines = {b: _Timeline() for b in bin_ids}
-    skus: dict[int, Sku] = {}
-    for ids in _chunks(sorted(bin_ids)):
-        for line in session.scalars(select(BinContent).where(BinContent.bin_id.in_(ids))):
-            timelines[line.bin_id].now[line.sku_id] = line.quantity
-            skus[line.sku_id] = line.sku
-        rows = session.execute(
-            select(Adjustment.bin_id, Adjustment.sku_id, Adjustment.delta, AuditTask.id,
-                   AuditTask.resolved_at)
-            .join(AuditTask, AuditTask.id == Adjustment.task_id)
-            .where(Adjustment.bin_id.in_(ids)))
-        for bin_id, sku_id, delta, task_id, resolved_at in rows:
-            timelines[bin_id].changes.append((utc(resolved_at), task_id, sku_id, delta))
-    missing = {sku_id for t in timelines.values() for _, _, sku_id, _ in t.changes} - set(skus)
-    for sku in session.scalars(select(Sku).where(Sku.id.in_(sorted(missing)))) if missing else []:
-        skus[sku.id] = sku
-    return timelines, skus
 
 
 def _sku_lines(state: dict[int, int], skus: dict[int, Sku]) -> list[dict]:
@@ -154,19 +107,19 @@ def find_candidates(session: Session, *, since: datetime | None = None,
     if since is not None:
         no_photo = no_photo.where(AuditTask.resolved_at >= since)
     no_photo = session.scalar(no_photo)
-    bins = sorted({t.bin_id for t, _ in audits} | {o.bin_id for o in confirmed})
-    timelines, skus = _timelines(session, bins)
+    # An audit's record is the one its recount left; a confirmed photo's, the one it was
+    # confirmed against (its label is the observation's stored expected quantity).
+    moments = [Moment(t.bin_id, utc(t.resolved_at), t.id, after=True) for t, _ in audits]
+    moments += [Moment(o.bin_id, utc(o.created_at)) for o in confirmed]
+    records = records_at(session, moments)
+    skus = skus_of(session, records.values())
     out = []
-    for task, obs in audits:
-        record = timelines[task.bin_id].at((utc(task.resolved_at), task.id))
+    for (task, obs), moment in zip(audits, moments):
         out.append(_candidate(obs, (AUDIT, task.id), utc(task.resolved_at), task.counted_quantity,
-                              _sku_lines(record, skus), task))
-    for obs in confirmed:
-        # A confirmed photo's label is the record it was confirmed against: the observation's
-        # stored expected quantity; its lines are the record then (later recounts undone).
-        record = timelines[obs.bin_id].at((utc(obs.created_at), float("inf")))
+                              _sku_lines(records[moment], skus), task))
+    for obs, moment in zip(confirmed, moments[len(audits):]):
         out.append(_candidate(obs, (CONFIRMED, obs.id), utc(obs.created_at), obs.expected_quantity,
-                              _sku_lines(record, skus), None))
+                              _sku_lines(records[moment], skus), None))
     return out, no_photo
 
 
