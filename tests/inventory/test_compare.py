@@ -1,12 +1,13 @@
 """``model compare`` and the promotion gate: two tiny models that really count the audits' photos
 differently, scored on the warehouse's resolved audits (SQLite and PostgreSQL)."""
 import pytest
+from sqlalchemy import select
 
 from binventory.cli import main
 from binventory.inventory import registry
 from binventory.inventory.audit import Conflict
 from binventory.inventory.compare import audit_cases, compare
-from binventory.inventory.models import utcnow
+from binventory.inventory.models import Adjustment, AuditTask, Bin, BinContent, utcnow
 from tests.inventory.audits import AUDITS, resolve_audits, save_counter, warehouse
 from tests.inventory.helpers import load, make_dataset
 
@@ -34,6 +35,23 @@ def test_the_record_is_the_one_the_person_counted(db, tmp_path):
     assert sorted((c.expected, c.counted) for c in cases) == sorted(AUDITS.values())
     assert all(sum(r.quantity for r in c.records) == c.expected for c in cases)
     assert skipped == {}
+
+
+def test_a_record_changed_outside_the_ledger_later_does_not_move_the_record_counted(db, tmp_path):
+    # compare once rebuilt the record as "now less every later delta", calibrate from the
+    # ledger rows' quantity_before: they part when the recounted line changes outside the
+    # ledger after the recount (a re-import). The record the person counted against was 3.
+    image_dir = warehouse(db, tmp_path)
+    with db.reader() as s:
+        task_id = s.scalar(select(AuditTask.id).join(Bin, Bin.id == AuditTask.bin_id)
+                           .where(Bin.code == "w3-00"))
+        before = next(c for c in audit_cases(s, None, image_dir)[0] if c.task_id == task_id)
+    with db.session() as s:
+        booked = s.scalars(select(Adjustment).where(Adjustment.task_id == task_id)).one()
+        s.get(BinContent, (booked.bin_id, booked.sku_id)).quantity += 5
+    with db.reader() as s:
+        case = next(c for c in audit_cases(s, None, image_dir)[0] if c.task_id == task_id)
+    assert (case.expected, case.counted, case.records) == (3, 2, before.records)
 
 
 def test_a_better_candidate_is_found_better_and_promoted(db, tmp_path, models):
