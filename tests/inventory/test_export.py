@@ -19,7 +19,7 @@ from binventory.data.merge import merge_manifests
 from binventory.data.split import assign_splits
 from binventory.inventory import audit
 from binventory.inventory.export import export, parse_since
-from binventory.inventory.models import AuditTask, Observation, utcnow
+from binventory.inventory.models import Adjustment, AuditTask, BinContent, Observation, utcnow
 from binventory.inventory.photos import photo_uri
 from tests.inventory.helpers import load, make_dataset
 from tests.tiny import image_bytes
@@ -98,6 +98,20 @@ def test_audits_become_an_abid_layout_dataset_with_the_record_after_each_recount
     indexed = build_manifest(out, workers=1, progress=False).set_index("image_id")
     assert (indexed.status == "ok").all()
     assert indexed.label.to_dict() == df.set_index("image_id").label.to_dict()
+
+
+def test_a_line_changed_outside_the_ledger_later_leaves_an_earlier_recounts_record(shop, tmp_path):
+    # The export once rebuilt a record as "now less every later recount's delta", calibrate from
+    # the ledger rows' quantity_before: they part when a line changes outside the ledger (a
+    # re-import) after the later recount. The first recount left 3 whatever happened since.
+    db, store = shop
+    first = recount(db, store, "b04", 3, seed=1)      # record 5 -> 3
+    second = recount(db, store, "b04", 7, seed=2)     # then 3 -> 7
+    with db.session() as s:
+        booked = s.scalars(select(Adjustment).where(Adjustment.task_id == second)).first()
+        s.get(BinContent, (booked.bin_id, booked.sku_id)).quantity += 5
+    df = manifest(run(db, store, tmp_path / "audits").out).set_index("task_id")
+    assert df.loc[first, "sku_quantity_sum"] == 3
 
 
 def test_a_bin_sits_in_one_split_and_the_newest_audits_validate(shop, tmp_path):
