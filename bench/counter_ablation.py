@@ -33,9 +33,9 @@ VARIANTS = {
     "extra": (True, {"prior_correction": "logit_adjust"}),  # also reports the uncorrected model
     "extra-weights": (True, {"prior_correction": "class_weights"}),
     "extra-k15": (True, {"prior_correction": "logit_adjust", "max_count": 15}),
-    "lite0": (True, {"prior_correction": "logit_adjust", "backbone": "efficientnet_lite0"}),
-    "lite1": (True, {"prior_correction": "logit_adjust", "backbone": "efficientnet_lite1"}),
-    "lite2": (True, {"prior_correction": "logit_adjust", "backbone": "efficientnet_lite2"}),
+    "lite0": (True, {"prior_correction": "tempered", "backbone": "efficientnet_lite0"}),
+    "lite1": (True, {"prior_correction": "tempered", "backbone": "efficientnet_lite1"}),
+    "lite2": (True, {"prior_correction": "tempered", "backbone": "efficientnet_lite2"}),
 }
 
 
