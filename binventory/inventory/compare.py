@@ -17,16 +17,28 @@ Both models count every photo; per model:
                           Policy.default() for a model without one)
     false_confirm_rate    share of wrong records it confirms
 
-each with a 95% interval from a paired bootstrap over audits (the same resampled audits score
-both models, so the interval on a difference is not widened by the audits' own spread).
+each with a 95% interval from a paired, stratified bootstrap over audits (the same resampled
+audits score both models, so the interval on a difference is not widened by the audits' own spread).
+
+Audits are not a random sample of the photos: flags and reviews recount only the bins the
+serving (baseline) model's policy doubted, spot checks only bins it confirmed. Scored as one
+pool, the baseline would confirm nothing on flag/review audits and everything on spot checks by
+construction, and flagged bins are enriched in its miscounts. So each audit stands for its
+*stratum*, the decision of the observation it audits ('confirm' for a spot check, 'flag',
+'review'), with a Horvitz-Thompson weight N_s / n_s: N_s the photos judged with that decision
+in the same window (observations created after ``since``), n_s the audits in that stratum.
+Every figure is the weighted one, an estimate for the window's photos rather than for the
+audits; the bootstrap resamples within each stratum. A stratum with photos but no audits cannot
+be estimated: the figures cover the audited strata only (``coverage`` says which share of the
+photos that is and which strata are missing). Without spot checks the two confirmation figures
+would compare a baseline that confirms nothing by construction: they are then reported as not
+measurable and the gate uses exact accuracy and RMSE only.
 
 The rule ("better"): the candidate is *clearly better* on a figure when the whole interval of the
 difference lies on the better side of 0, *clearly worse* when it lies on the worse side. It is
 better when it is clearly better on exact accuracy or on right records confirmed, and clearly
-worse on none of the four. A candidate that only ties is not better: promoting it would be a
-coin flip. Audits are the records the serving model doubted (flags and reviews), not a random
-sample of bins: the figures rank two models on the hard cases, they do not forecast the
-warehouse's rates.
+worse on none of the measurable figures. A candidate that only ties is not better: promoting it
+would be a coin flip.
 """
 from __future__ import annotations
 
@@ -35,7 +47,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from binventory import BinventoryError
@@ -55,6 +67,8 @@ RULE = ("better = the paired 95% bootstrap interval of the difference lies above
         "accuracy or for right records confirmed, and no figure's interval lies wholly on its "
         "worse side")
 BATCH = 64
+CONFIRMATIONS = ("right_confirmed", "false_confirm_rate")
+NO_SPOT_CHECKS = "not measurable without spot checks"
 
 
 @dataclass
@@ -65,6 +79,7 @@ class Case:
     expected: int
     records: list[ItemRecord]
     counted: int
+    stratum: str = "review"  # the decision of the observation audited
 
 
 def labelled_until(model: Model) -> datetime | None:
@@ -81,14 +96,14 @@ def labelled_until(model: Model) -> datetime | None:
 def audit_cases(session: Session, since: datetime | None, image_dir: str | Path) -> tuple[list[Case], dict]:
     """The resolved audits after ``since`` whose photo is on disk, oldest first, and how many
     were left out and why."""
-    query = (select(AuditTask, Observation.image_uri).join(Observation, Observation.id == AuditTask.observation_id)
+    query = (select(AuditTask, Observation.image_uri, Observation.decision).join(Observation, Observation.id == AuditTask.observation_id)
              .where(AuditTask.status == "resolved", AuditTask.counted_quantity.is_not(None))
              .order_by(AuditTask.resolved_at, AuditTask.id))
     if since is not None:
         query = query.where(AuditTask.resolved_at > since)
     rows = session.execute(query).all()
     cases, skipped, kept = [], {"photo on S3 (not read)": 0, "photo missing": 0}, []
-    for task, uri in rows:
+    for task, uri, decision in rows:
         if uri.startswith("s3://"):
             skipped["photo on S3 (not read)"] += 1
             continue
@@ -96,15 +111,37 @@ def audit_cases(session: Session, since: datetime | None, image_dir: str | Path)
         if not path.is_file():
             skipped["photo missing"] += 1
             continue
-        kept.append((task, path))
+        kept.append((task, path, decision))
     # The record the person counted against: the bin's just before the recount's own booking.
-    moments = {task.id: Moment(task.bin_id, utc(task.resolved_at), task.id) for task, _ in kept}
+    moments = {task.id: Moment(task.bin_id, utc(task.resolved_at), task.id) for task, _, _ in kept}
     records = records_at(session, moments.values())
     skus = skus_of(session, records.values())
-    for task, path in kept:
+    for task, path, decision in kept:
         lines = item_records(records[moments[task.id]], skus)
-        cases.append(Case(task.id, path, sum(r.quantity for r in lines), lines, task.counted_quantity))
+        cases.append(Case(task.id, path, sum(r.quantity for r in lines), lines, task.counted_quantity,
+                          decision))
     return cases, {k: v for k, v in skipped.items() if v}
+
+
+def strata(session: Session, since: datetime | None, cases: list[Case]) -> dict:
+    """Per decision: the photos judged with it after ``since`` (N), the audits of it (n) and
+    each such audit's weight N / n; and the share of the photos whose stratum has audits."""
+    query = select(Observation.decision, func.count()).group_by(Observation.decision)
+    if since is not None:
+        query = query.where(Observation.created_at > since)
+    photos = dict(session.execute(query).all())
+    audits: dict[str, int] = {}
+    for case in cases:
+        audits[case.stratum] = audits.get(case.stratum, 0) + 1
+    out = {}
+    for name in sorted(set(photos) | set(audits)):
+        # An audited photo judged before the window still stands for itself at least.
+        n, big_n = audits.get(name, 0), max(photos.get(name, 0), audits.get(name, 0))
+        out[name] = {"photos": big_n, "audits": n, "weight": big_n / n if n else None}
+    total = sum(s["photos"] for s in out.values())
+    covered = sum(s["photos"] for s in out.values() if s["audits"])
+    return {"strata": out, "coverage": {"share": covered / total if total else None,
+                                        "missing": [k for k, v in out.items() if not v["audits"]]}}
 
 
 def model_policy(model: Model) -> Policy:
@@ -143,13 +180,18 @@ def predict(model: Model, cases: list[Case], photos: list[bytes]) -> tuple[np.nd
     return np.concatenate(counts), np.concatenate(confirmed)
 
 
-def figures(pred: np.ndarray, confirmed: np.ndarray, counted: np.ndarray, right: np.ndarray) -> dict:
-    """The four figures, for the audits in each row of ``pred`` (B x n arrays, paired)."""
+def figures(pred: np.ndarray, confirmed: np.ndarray, counted: np.ndarray, right: np.ndarray,
+            weight: np.ndarray) -> dict:
+    """The four weighted figures, for the audits in each row of ``pred`` (B x n arrays, paired)."""
+    def share(hit, among):
+        return (weight * (hit & among)).sum(axis=-1) / (weight * among).sum(axis=-1)
+
+    everything = np.ones_like(right)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {"exact_accuracy": (pred == counted).mean(axis=-1),
-                "rmse": np.sqrt(((pred - counted) ** 2).mean(axis=-1)),
-                "right_confirmed": (confirmed & right).sum(axis=-1) / right.sum(axis=-1),
-                "false_confirm_rate": (confirmed & ~right).sum(axis=-1) / (~right).sum(axis=-1)}
+        return {"exact_accuracy": share(pred == counted, everything),
+                "rmse": np.sqrt((weight * (pred - counted) ** 2).sum(axis=-1) / weight.sum(axis=-1)),
+                "right_confirmed": share(confirmed, right),
+                "false_confirm_rate": share(confirmed, ~right)}
 
 
 def _interval(point: float, samples: np.ndarray) -> dict:
@@ -160,15 +202,35 @@ def _interval(point: float, samples: np.ndarray) -> dict:
     return {"value": float(point), "low": float(low), "high": float(high)}
 
 
+def stratified_indices(stratum: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """resamples x n indices, each row drawing each stratum's audits with replacement from that
+    stratum only (so every row keeps the strata's sizes and weights)."""
+    rng = np.random.default_rng(seed)
+    idx = np.empty((resamples, len(stratum)), dtype=np.int64)
+    for name in np.unique(stratum):
+        members = np.flatnonzero(stratum == name)
+        idx[:, members] = members[rng.integers(0, len(members), (resamples, len(members)))]
+    return idx
+
+
 def bootstrap(cand: tuple, base: tuple, counted: np.ndarray, right: np.ndarray, *,
-              resamples: int = 2000, seed: int = 0) -> dict:
-    """Each figure for both models and their difference, with paired 95% intervals."""
-    idx = np.random.default_rng(seed).integers(0, len(counted), (resamples, len(counted)))
+              weight: np.ndarray | None = None, stratum: np.ndarray | None = None,
+              resamples: int = 2000, seed: int = 0, spot_checks: bool = True) -> dict:
+    """Each weighted figure for both models and their difference, with paired 95% intervals
+    from a stratified bootstrap; the confirmation figures as not measurable without spot checks."""
+    weight = np.ones(len(counted)) if weight is None else weight
+    stratum = np.zeros(len(counted)) if stratum is None else stratum
+    idx = stratified_indices(stratum, resamples, seed)
     out = {}
-    point_c, point_b = figures(*cand, counted, right), figures(*base, counted, right)
-    boot_c = figures(cand[0][idx], cand[1][idx], counted[idx], right[idx])
-    boot_b = figures(base[0][idx], base[1][idx], counted[idx], right[idx])
+    point_c, point_b = figures(*cand, counted, right, weight), figures(*base, counted, right, weight)
+    boot_c = figures(cand[0][idx], cand[1][idx], counted[idx], right[idx], weight[idx])
+    boot_b = figures(base[0][idx], base[1][idx], counted[idx], right[idx], weight[idx])
     for name in FIGURES:
+        if name in CONFIRMATIONS and not spot_checks:
+            none = _interval(float("nan"), np.array([]))
+            out[name] = {"candidate": none, "baseline": dict(none), "difference": dict(none),
+                         "note": NO_SPOT_CHECKS}
+            continue
         out[name] = {"candidate": _interval(point_c[name], boot_c[name]),
                      "baseline": _interval(point_b[name], boot_b[name]),
                      "difference": _interval(point_c[name] - point_b[name], boot_c[name] - boot_b[name])}
@@ -199,7 +261,9 @@ def verdict(result: dict) -> tuple[str, list[str]]:
     worse = [name for name in FIGURES if _side(name, diffs[name]) < 0]
     reasons = [f"{_shown(name, diffs[name])} is worse" for name in worse]
     if not worse and not any(_side(name, diffs[name]) > 0 for name in GAINS):
-        shown = " and ".join(_shown(n, diffs[n]) for n in GAINS if diffs[n]["value"] is not None)
+        shown = " and ".join(_shown(n, diffs[n]) if diffs[n]["value"] is not None
+                             else f"{LABELS[n]} {result[n]['note']}" for n in GAINS
+                             if diffs[n]["value"] is not None or result[n].get("note"))
         reasons.append(f"no clear gain: {shown or 'no figure measurable'}; an interval must lie "
                        "above 0")
     return ("not better" if reasons else "better"), reasons
@@ -219,16 +283,20 @@ def compare(db, candidate_id: str, against: str = "active", *, image_dir: str | 
             raise BinventoryError(f"model {candidate_id} cannot be compared with itself")
         since = labelled_until(candidate)
         cases, skipped = audit_cases(session, since, image_dir or default_image_dir())
+        sampled = strata(session, since, cases)
     result = {"candidate": candidate.version, "against": baseline.version,
               "compared_at": utcnow().isoformat(), "since": since.isoformat() if since else None,
-              "audits": len(cases), "skipped": skipped, "rule": RULE, "resamples": resamples,
+              "audits": len(cases), "skipped": skipped, **sampled, "rule": RULE, "resamples": resamples,
               "seed": seed}
     if cases:
         photos = [c.photo.read_bytes() for c in cases]
         counted = np.array([c.counted for c in cases], dtype=np.float64)
         right = np.array([c.counted == c.expected for c in cases])
+        stratum = np.array([c.stratum for c in cases])
+        weight = np.array([sampled["strata"][c.stratum]["weight"] for c in cases])
         result["figures"] = bootstrap(predict(candidate, cases, photos), predict(baseline, cases, photos),
-                                      counted, right, resamples=resamples, seed=seed)
+                                      counted, right, weight=weight, stratum=stratum, resamples=resamples,
+                                      seed=seed, spot_checks="confirm" in stratum)
         result["verdict"], result["reasons"] = verdict(result["figures"])
     else:
         when = f"after {since.isoformat()}" if since else "at all"

@@ -146,7 +146,16 @@ def _compare(args: argparse.Namespace) -> int:
           + (f" resolved after {result['since']}" if result["since"] else ""))
     for why, n in result["skipped"].items():
         print(f"  left out: {n} ({why})")
+    coverage = result.get("coverage") or {}
+    if coverage.get("share") is not None:
+        strata = ", ".join(f"{k} {v['audits']} of {v['photos']}" for k, v in result["strata"].items())
+        print(f"  weighted by stratum (audits of photos): {strata}; covers {coverage['share']:.1%} "
+              "of the photos" + (f" (no audits of {', '.join(coverage['missing'])})"
+                                 if coverage["missing"] else ""))
     for name, figure in (result.get("figures") or {}).items():
+        if figure.get("note"):
+            print(f"  {LABELS[name]:<26} {figure['note']}")
+            continue
         parts = [f"{who} {_value(name, figure[who], who == 'difference')}"
                  for who in ("candidate", "baseline", "difference")]
         print(f"  {LABELS[name]:<26} " + "   ".join(parts))

@@ -89,7 +89,7 @@ def figure_line(name: str, figure: dict) -> str:
     interval: 'exact accuracy 71.2% vs 68.1%: +3.1 points [0.8, 5.4]'."""
     cand, base, diff = (figure.get(k) or {} for k in ("candidate", "baseline", "difference"))
     if diff.get("value") is None:
-        return f"{LABELS[name]}: not measurable on these audits"
+        return f"{LABELS[name]}: {figure.get('note') or 'not measurable on these audits'}"
     lower = "" if FIGURES[name] else " (lower is better)"
     return (f"{LABELS[name]} {_fmt(name, cand.get('value'))} vs {_fmt(name, base.get('value'))}: "
             f"{_fmt(name, diff['value'], True)} {_interval(name, diff)}{lower}")
@@ -102,6 +102,11 @@ def comparison_words(c: dict | None, active: str | None) -> dict | None:
     audits, against = c.get("audits") or 0, c.get("against")
     figures = c.get("figures") or {}
     lines = [figure_line(n, figures[n]) for n in FIGURES if isinstance(figures.get(n), dict)]
+    coverage = c.get("coverage") or {}
+    if lines and coverage.get("share") is not None:  # older comparisons were not weighted
+        missing = coverage.get("missing") or []
+        lines.append(f"weighted to the photos judged since; they cover {coverage['share']:.0%} of them"
+                     + (f" (no audits of {', '.join(missing)})" if missing else ""))
     stale = active is not None and against != active
     if c.get("verdict") == "better":
         gains = [f"{LABELS[n]} by {_fmt(n, figures[n]['difference']['value'], True).lstrip('+')} "

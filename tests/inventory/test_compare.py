@@ -1,14 +1,15 @@
 """``model compare`` and the promotion gate: two tiny models that really count the audits' photos
 differently, scored on the warehouse's resolved audits (SQLite and PostgreSQL)."""
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from binventory.cli import main
-from binventory.inventory import registry
+from binventory.inventory import audit, registry
 from binventory.inventory.audit import Conflict
-from binventory.inventory.compare import audit_cases, compare
-from binventory.inventory.models import Adjustment, AuditTask, Bin, BinContent, utcnow
-from tests.inventory.audits import AUDITS, resolve_audits, save_counter, warehouse
+from binventory.inventory.compare import NO_SPOT_CHECKS, audit_cases, compare
+from binventory.inventory.models import Adjustment, AuditTask, Bin, BinContent, Observation, utcnow
+from binventory.web.model_registry import comparison_words
+from tests.inventory.audits import AUDITS, observe, resolve_audits, save_counter, warehouse
 from tests.inventory.helpers import load, make_dataset
 
 
@@ -65,11 +66,10 @@ def test_a_better_candidate_is_found_better_and_promoted(db, tmp_path, models):
     assert accuracy["candidate"]["value"] == pytest.approx(16 / 20)
     assert accuracy["baseline"]["value"] == pytest.approx(4 / 20)
     assert 0 < accuracy["difference"]["low"] <= 0.6 <= accuracy["difference"]["high"]
-    # The default policy confirms what each model is sure of: the good one the 12 right
-    # records of 2 (and the 4 wrong records of 3 it sees as 2 are not confirmed: 3 is not 2).
-    assert result["figures"]["right_confirmed"]["candidate"]["value"] == pytest.approx(12 / 16)
-    assert result["figures"]["right_confirmed"]["baseline"]["value"] == pytest.approx(4 / 16)
-    assert result["figures"]["false_confirm_rate"]["candidate"]["value"] == 0
+    # Every audit is a review (no spot check): the confirmation figures are not measured.
+    assert result["figures"]["right_confirmed"]["note"] == NO_SPOT_CHECKS
+    assert result["figures"]["right_confirmed"]["candidate"]["value"] is None
+    assert result["strata"] == {"review": {"photos": 20, "audits": 20, "weight": 1.0}}
     assert result["figures"]["rmse"]["candidate"]["value"] == pytest.approx((4 * 4 / 20) ** 0.5)
     with db.session() as s:
         assert registry.get(s, good).comparison["verdict"] == "better"
@@ -104,7 +104,7 @@ def test_a_candidate_that_only_ties_is_not_better(db, tmp_path, models, counters
     result = compare(db, twin, image_dir=image_dir)
     assert result["verdict"] == "not better"
     assert result["reasons"] == ["no clear gain: exact accuracy +0.0% (95% interval +0.0% to +0.0%) "
-                                 "and right records confirmed +0.0% (95% interval +0.0% to +0.0%); "
+                                 f"and right records confirmed {NO_SPOT_CHECKS}; "
                                  "an interval must lie above 0"]
 
 
@@ -160,3 +160,114 @@ def test_compare_and_promote_commands(db, db_url, tmp_path, models, capsys):
     assert capsys.readouterr().out.strip() == f"model {bad} is active; {good} is retired"
     assert main(["model", "compare", good, "--db", db_url, "--against", "nope"]) == 2
     assert "no model 'nope' in the registry" in capsys.readouterr().err
+
+
+def restratify(db, codes, decision: str) -> None:
+    """Make the audits of ``codes`` audits of photos judged ``decision`` (a spot check's photo
+    was confirmed)."""
+    with db.session() as s:
+        ids = select(AuditTask.observation_id).join(Bin, Bin.id == AuditTask.bin_id).where(Bin.code.in_(codes))
+        s.execute(update(Observation).where(Observation.id.in_(ids)).values(decision=decision))
+        if decision == "confirm":
+            s.execute(update(AuditTask).where(AuditTask.observation_id.in_(ids)).values(reason="spot"))
+
+
+def more_photos(db, decision: str, n: int) -> None:
+    """``n`` photos judged ``decision`` that no one audited."""
+    with db.session() as s:
+        bin_id = s.scalar(select(Bin.id).where(Bin.code == "r2-00"))
+        s.add_all(Observation(bin_id=bin_id, image_uri=f"x{i}.jpg", image_sha256=f"{decision}-{i:03d}".ljust(64, "0"),
+                              model_version="m", predicted_count=2, probabilities={}, expected_quantity=2,
+                              decision=decision, score=0.5) for i in range(n))
+
+
+def test_each_audit_stands_for_the_photos_of_its_stratum(db, tmp_path, models):
+    # 10 flag audits of 100 flagged photos (weight 10) and 10 review audits of 10 reviewed
+    # photos (weight 1). The good counter is right on the 10 flags (r2) and on 6 reviews
+    # (r2 x2, w3 x4); the bad one on the 4 reviews of r4 only.
+    good, bad = models
+    image_dir = warehouse(db, tmp_path)
+    restratify(db, [f"r2-{i:02d}" for i in range(10)], "flag")
+    more_photos(db, "flag", 90)
+    with db.session() as s:
+        registry.promote(s, bad)
+    result = compare(db, good, image_dir=image_dir)
+    assert result["strata"] == {"flag": {"photos": 100, "audits": 10, "weight": 10.0},
+                                "review": {"photos": 10, "audits": 10, "weight": 1.0}}
+    assert result["coverage"] == {"share": 1.0, "missing": []}
+    figures = result["figures"]
+    assert figures["exact_accuracy"]["candidate"]["value"] == pytest.approx((10 * 10 + 6) / 110)
+    assert figures["exact_accuracy"]["baseline"]["value"] == pytest.approx(4 / 110)
+    assert figures["rmse"]["candidate"]["value"] == pytest.approx((4 * 4 / 110) ** 0.5)
+    assert figures["rmse"]["baseline"]["value"] == pytest.approx(((10 * 10 * 4 + 6 * 4) / 110) ** 0.5)
+    assert result["verdict"] == "better"
+
+
+def test_a_stratum_without_audits_is_said_and_left_out(db, tmp_path, models):
+    good, bad = models
+    image_dir = warehouse(db, tmp_path)
+    more_photos(db, "confirm", 60)  # confirmed photos, never spot-checked
+    with db.session() as s:
+        registry.promote(s, bad)
+    result = compare(db, good, image_dir=image_dir)
+    assert result["coverage"] == {"share": pytest.approx(20 / 80), "missing": ["confirm"]}
+    assert result["strata"]["confirm"] == {"photos": 60, "audits": 0, "weight": None}
+    assert result["figures"]["exact_accuracy"]["candidate"]["value"] == pytest.approx(16 / 20)
+    lines = comparison_words(registry_comparison(db, good), bad)["lines"]
+    assert f"right records confirmed: {NO_SPOT_CHECKS}" in lines
+    assert "weighted to the photos judged since; they cover 25% of them (no audits of confirm)" in lines
+
+
+def registry_comparison(db, version: str) -> dict:
+    with db.reader() as s:
+        return registry.get(s, version).comparison
+
+
+def test_confirmations_on_doubted_audits_alone_do_not_block_a_more_accurate_candidate(db, tmp_path, models):
+    # The audits are all of photos the baseline doubted: on them it confirms nothing, by
+    # construction, while the candidate confirms the 4 wrong records of 2 that hold 3 (it sees
+    # 2). Unweighted, "false-confirm rate +100%" refused a candidate right on 12 of 16 (the
+    # baseline on none); without spot checks that figure is not measurable.
+    good, bad = models
+    truth = {**{f"r2-{i:02d}": (2, 2) for i in range(12)}, **{f"w2-{i:02d}": (2, 3) for i in range(4)}}
+    root = make_dataset(tmp_path / "abid", {code: record for code, (record, _) in truth.items()})
+    load(db, root)
+    image_dir = tmp_path / "store"
+    image_dir.mkdir()
+    for code, (record, counted) in truth.items():
+        task_id = observe(db, code, root / "bin-images" / f"{code}.jpg", image_dir)
+        with db.session() as s:
+            audit.resolve(s, task_id, counted_quantity=counted, actor="ana",
+                          reason_code=None if counted == record else "miscount")
+    with db.session() as s:
+        registry.promote(s, bad)
+    result = compare(db, good, image_dir=image_dir)
+    assert result["figures"]["false_confirm_rate"]["note"] == NO_SPOT_CHECKS
+    assert result["figures"]["exact_accuracy"]["difference"]["value"] == pytest.approx(12 / 16)
+    assert (result["verdict"], result["reasons"]) == ("better", [])
+
+
+def test_spot_checks_make_the_confirmation_figures_measurable_and_weighted(db, tmp_path, models):
+    # 10 spot checks (r2) of 100 confirmed photos (weight 10) and 10 reviews of 10 photos.
+    # Right records: 10 spot checks (weight 10), r2 x2 and r4 x4 among the reviews (weight 1).
+    good, bad = models
+    image_dir = warehouse(db, tmp_path)
+    restratify(db, [f"r2-{i:02d}" for i in range(10)], "confirm")
+    more_photos(db, "confirm", 90)
+    with db.session() as s:
+        twin = registry.register(s, save_counter(tmp_path / "twin.pt", 2, "twin", seed=1)).version
+        registry.promote(s, bad)
+    result = compare(db, good, image_dir=image_dir)
+    figures = result["figures"]
+    assert "note" not in figures["right_confirmed"]
+    assert figures["right_confirmed"]["candidate"]["value"] == pytest.approx((100 + 2) / 106)
+    assert figures["right_confirmed"]["baseline"]["value"] == pytest.approx(4 / 106)
+    assert figures["false_confirm_rate"]["candidate"]["value"] == 0
+    assert result["verdict"] == "better"
+    with db.session() as s:
+        registry.promote(s, good)
+    # A candidate that counts as the active one does: no figure worse, and no gain either.
+    result = compare(db, twin, image_dir=image_dir)
+    assert result["reasons"] == ["no clear gain: exact accuracy +0.0% (95% interval +0.0% to +0.0%) "
+                                 "and right records confirmed +0.0% (95% interval +0.0% to +0.0%); "
+                                 "an interval must lie above 0"]
