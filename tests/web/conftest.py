@@ -121,8 +121,9 @@ def build_inventory(folder: Path, predictor: Predictor, model_path: Path) -> Inv
     db = Database.open(f"sqlite:///{folder / 'inventory.db'}", create=True)
     import_abid(db, root, workers=1, progress=False)
     policy = mixed_policy(predictor, photos, expected)
+    # The same photo store as the app's (make_app): photos are recorded relative to it.
     reconcile(db, predictor, policy, root / "bin-images", model_path=str(model_path), workers=1,
-              progress=False)
+              image_dir=folder / "observations", progress=False)
     with db.session() as session:
         token = create_token(session, "alice")
         # A bin with SKUs: a surplus in an empty bin would need per-SKU counts.
