@@ -107,9 +107,10 @@ def review(db: Database, truth: dict[str, int], budget: int, spot_checks: int, s
     ids = (spots + rest)[:budget]
     for task_id in ids:
         with db.session() as s:
-            code = audit.get_task(s, task_id).bin.code
+            task = audit.get_task(s, task_id)
+            code = task.bin.code
             # A count that differs from the record needs a cause; ABID's are miscounts.
-            agreed = truth[code] == audit.expected_quantity(s, audit.get_bin(s, code).id)
+            agreed = truth[code] == audit.expected_quantity(s, task.bin_id)
             audit.resolve(s, task_id, counted_quantity=truth[code], actor="reviewer",
                           reason_code=None if agreed else "miscount")
     return len(ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from binventory.inventory.cli import DB_HELP
+from binventory.inventory.cli import _db, _open
 
 
 def add_data_parsers(data_commands, formatter) -> None:
@@ -26,7 +26,7 @@ def add_data_parsers(data_commands, formatter) -> None:
                "--include-confirmed\n"
                "  binventory data merge runs/dev.parquet data/audits/manifest.parquet "
                "--out runs/dev+audits.parquet")
-    p.add_argument("--db", default=None, help=DB_HELP)
+    _db(p)
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write (or add to)")
     p.add_argument("--since", default=None, metavar="T",
                    help="only audits resolved at or after T (ISO-8601 date or time, UTC unless "
@@ -45,11 +45,10 @@ def add_data_parsers(data_commands, formatter) -> None:
 
 
 def _from_inventory(args: argparse.Namespace) -> int:
-    from binventory.inventory.db import Database
     from binventory.inventory.export import export, parse_since
 
     since = parse_since(args.since)
-    db = Database.open(args.db)
+    db = _open(args)
     try:
         report = export(db, args.out, since=since, include_confirmed=args.include_confirmed,
                         val_fraction=args.val_fraction, image_dir=args.image_dir,

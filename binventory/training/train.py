@@ -339,14 +339,16 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
     scored = best_ckpt["scored"]
     model.load_state_dict({k.removeprefix("module."): v for k, v in scored.items()
                            if k != "n_averaged"})
-    fraction = 1.0
+    fraction, raw = 1.0, None
     if shift is not None and cfg.prior_correction == "tempered":
-        raw, raw_counts = predict(model, eval_loader(val_ds, cfg, info), info)
-        fraction = priors.best_fraction(raw, classes.to_class(raw_counts), shift)
+        raw, counts = predict(model, eval_loader(val_ds, cfg, info), info)
+        fraction = priors.best_fraction(raw, classes.to_class(counts), shift)
         shift = shift * fraction
     if shift is not None:
         priors.fold_into_head(model, shift)
-    logits, counts = predict(model, eval_loader(val_ds, cfg, info), info)
+    # The folded head adds the shift to every logit: no second pass over val for it.
+    logits, counts = (raw + shift, counts) if raw is not None else predict(
+        model, eval_loader(val_ds, cfg, info), info)
     temperature = fit_temperature(logits, classes.to_class(counts))
     metrics = {"val": evaluate(logits, counts, classes, temperature),
                "temperature": temperature, "best_epoch": best_ckpt["best"]["epoch"],
