@@ -68,9 +68,12 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def new_model_id(prefix: str, state_dict: dict[str, torch.Tensor]) -> str:
-    """``<prefix>-<UTC run stamp>-<weights hash>``: unique per saved model, sortable by time."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return f"{prefix}-{stamp}-{weights_digest(state_dict)[:10]}"
+    """``<prefix>-<UTC run stamp>-<weights hash>``: unique per saved model, sortable by time. The
+    stamp has microseconds: a fine-tune that changed no weight (lr 0, a frozen run) saves the
+    parent's weights again, often within the same second on a fast machine."""
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000_000))
+    return f"{prefix}-{stamp}{now // 1000 % 1_000_000:06d}Z-{weights_digest(state_dict)[:10]}"
 
 
 def save_artifact(path: str | Path, model: nn.Module, *, classes: CountClasses,

@@ -56,6 +56,9 @@ def test_every_artifact_has_its_own_id(tmp_path):
     assert first.name == again.name == "mobilenet_v2-abcd1234"
     assert first.model_id != again.model_id
     assert first.model_id.startswith("mobilenet_v2-") and len(first.model_id) <= 128
+    # The same weights saved twice in a row (a fine-tune that changed nothing): two models.
+    same = [_save(tmp_path / f"s{i}" / "model.pt", 0) for i in range(2)]
+    assert same[0].model_id != same[1].model_id
     # Saved without a name: still a unique id, and the backbone as the readable name.
     unnamed = [_save(tmp_path / f"u{i}" / "model.pt", i) for i in range(2)]
     assert unnamed[0].model_id != unnamed[1].model_id and unnamed[0].name == "mobilenet_v2"
