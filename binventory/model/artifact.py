@@ -28,7 +28,7 @@ from binventory import BinventoryError, __version__
 from binventory.files import atomic_write
 from binventory.data.preprocess import Preprocess
 from binventory.model.classes import CountClasses
-from binventory.model.factory import ModelSpec, create_model
+from binventory.model.factory import ModelSpec, create_model, with_tta, without_tta
 
 FORMAT = "binventory-model"
 FORMAT_VERSION = 1
@@ -85,8 +85,8 @@ def save_artifact(path: str | Path, model: nn.Module, *, classes: CountClasses,
     ``name`` is the human-readable label (default: the backbone); the unique ``model_id`` is
     always made here, never passed in, so no two saved models share one."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    spec: ModelSpec = model.binventory_spec
-    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    spec: ModelSpec = model.binventory_spec  # says whether it counts with TTA
+    state_dict = {k: v.detach().cpu() for k, v in without_tta(model).state_dict().items()}
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "binventory_version": __version__,
         "spec": spec.to_dict(), "state_dict": state_dict,
@@ -121,6 +121,8 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Count
     spec = ModelSpec(**payload["spec"])
     model = create_model(spec.backbone, spec.num_classes, weights="none", dropout=spec.dropout)
     model.load_state_dict(payload["state_dict"])
+    if spec.tta:
+        model = with_tta(model)
     model.to(device).eval()
     # Artifacts written before model ids had only a "version" that many models shared; their
     # weights hash tells them apart.

@@ -7,7 +7,7 @@ downloads when online).
 from __future__ import annotations
 
 import urllib.error
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ class ModelSpec:
     backbone: str = "mobilenet_v2"
     num_classes: int = 7
     dropout: float = 0.2
+    tta: bool = False  # count each image as is and flipped three ways (see FlipAverage)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +109,31 @@ def create_model(backbone: str = "mobilenet_v2", num_classes: int = 7, weights: 
     _replace_last_linear(model, num_classes, dropout)
     model.binventory_spec = ModelSpec(backbone, num_classes, dropout)
     return model
+
+
+class FlipAverage(nn.Module):
+    """Test-time augmentation: the mean of the logits of an image as it is, mirrored left-right,
+    upside down and both, the flips training augments with (a bin photo counts the same either
+    way). Four forward passes per image; in the graph, so an ONNX export does it too."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = torch.cat([x, x.flip(3), x.flip(2), x.flip((2, 3))])
+        return self.net(views).unflatten(0, (4, -1)).mean(0)
+
+
+def with_tta(model: nn.Module) -> FlipAverage:
+    wrapped = FlipAverage(model)
+    wrapped.binventory_spec = replace(model.binventory_spec, tta=True)
+    return wrapped
+
+
+def without_tta(model: nn.Module) -> nn.Module:
+    """The network itself: what checkpoints and artifacts store, and fine-tunes start from."""
+    return model.net if isinstance(model, FlipAverage) else model
 
 
 def _load_backbone_file(model: nn.Module, path: Path) -> None:

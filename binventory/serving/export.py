@@ -92,7 +92,7 @@ def metadata(counting: CountingModel, source_sha256: str) -> dict[str, str]:
             "count_classes": json.dumps(counting.classes.to_dict()),
             "preprocess": json.dumps(counting.preprocess.to_dict()),
             "temperature": repr(float(counting.temperature)),
-            "backbone": counting.spec.backbone,
+            "backbone": counting.spec.backbone, "tta": str(counting.spec.tta).lower(),
             "parent": counting.parent, "data": json.dumps(counting.data),
             "source_sha256": source_sha256,
             "binventory_version": __version__}

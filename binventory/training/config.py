@@ -50,6 +50,10 @@ class TrainConfig:
                                  "shift the count mix: none, logit_adjust, tempered (a fraction of "
                                  "the adjustment, chosen on validation) or class_weights",
                                  "model", choices=("none", "logit_adjust", "tempered", "class_weights"))
+    tta: bool = _opt(False, "the saved model counts each image as is and flipped three ways and "
+                     "averages its logits: 4x the inference cost (BENCHMARKS.md, 'Counter v2 "
+                     "levers'); --init-from MODEL --epochs 0 --tta adds it to a trained model",
+                     "model")
     # optimization
     epochs: int = _opt(15, "training epochs", "optim")
     batch_size: int = _opt(32, "images per step per rank", "optim")

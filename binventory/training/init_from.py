@@ -13,6 +13,7 @@ import torch
 
 from binventory import BinventoryError
 from binventory.model.artifact import load_artifact
+from binventory.model.factory import without_tta
 from binventory.training.config import TrainConfig
 
 # Stated once, in --init-from's help (config.py). EMA 0.99: a ~100-step horizon, a fraction of
@@ -60,5 +61,5 @@ def resolve(cfg: TrainConfig, given: set[str] | None = None) -> tuple[TrainConfi
     updates.update({k: v for k, v in SCHEDULE.items() if k not in given})
     if "dropout" not in given:
         updates["dropout"] = parent.spec.dropout
-    state = {k: v.detach().cpu().clone() for k, v in parent.model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in without_tta(parent.model).state_dict().items()}
     return replace(cfg, **updates), Start(parent.model_id, state)

@@ -30,7 +30,8 @@ from binventory.diagnostics.collect import Collector
 from binventory.files import atomic_write
 from binventory.model.artifact import save_artifact
 from binventory.model.classes import CountClasses
-from binventory.model.factory import create_model, freeze_stages, normalization, set_train_mode
+from binventory.model.factory import (create_model, freeze_stages, normalization, set_train_mode,
+                                      with_tta)
 from binventory.model.losses import CountingLoss
 from binventory.model.metrics import evaluate_logits as evaluate
 from binventory.model.metrics import evaluate_many
@@ -244,6 +245,9 @@ def save_epoch(cfg: TrainConfig, step: TrainStep, best_scored: nn.Module | None,
 def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCallback],
            diag: Collector, start: init_from.Start | None = None) -> dict:
     output = Path(cfg.output)
+    if cfg.epochs < (0 if start is not None else 1):
+        raise BinventoryError(f"--epochs {cfg.epochs}: train at least one epoch (0 only with "
+                              "--init-from, to recalibrate or add --tta without training)")
     if info.is_main:
         output.mkdir(parents=True, exist_ok=True)
         if not cfg.resume:
@@ -310,7 +314,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
         writer.close()
     return finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
                   weight_checksums(_unwrap(model), info), shift,
-                  start.parent if start is not None else "")
+                  start)
 
 
 def weight_checksums(model: nn.Module, info: distributed.DistInfo) -> list[float]:
@@ -320,8 +324,20 @@ def weight_checksums(model: nn.Module, info: distributed.DistInfo) -> list[float
     return distributed.all_gather_cat(total, info).flatten().tolist()
 
 
+def best_weights(output: Path, history: list[dict],
+                 start: init_from.Start | None) -> tuple[dict, int]:
+    """The best epoch's weights and its number; with no epoch trained (``--init-from MODEL
+    --epochs 0``: recalibrate, correct or add TTA on new data) the parent's, epoch 0."""
+    if not history and start is not None:
+        return start.state_dict, 0
+    ckpt = load_checkpoint(output / "best.pt")
+    state = {k.removeprefix("module."): v for k, v in ckpt["scored"].items() if k != "n_averaged"}
+    return state, ckpt["best"]["epoch"]
+
+
 def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
-           checksums, shift: torch.Tensor | None = None, parent: str = "") -> dict:
+           checksums, shift: torch.Tensor | None = None,
+           start: init_from.Start | None = None) -> dict:
     """Best weights (+ the prior correction, in the head) -> temperature fitted on val -> test
     metrics per protocol -> model.pt."""
     from binventory.data.split import PROTOCOLS
@@ -334,11 +350,11 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
             return {"metrics": {}, "output": str(output), "history": history}
         # Rank 0 finishes alone: on a multi-node job the other hosts may not see its best.pt.
         info = distributed.DistInfo(device=info.device)
-    best_ckpt = load_checkpoint(output / "best.pt")
+    state, best_epoch = best_weights(output, history, start)
     model = create_model(cfg.backbone, classes.num_classes, "none", cfg.dropout).to(info.device)
-    scored = best_ckpt["scored"]
-    model.load_state_dict({k.removeprefix("module."): v for k, v in scored.items()
-                           if k != "n_averaged"})
+    model.load_state_dict(state)
+    if cfg.tta:  # before anything is fitted on val: correction and temperature see TTA logits
+        model = with_tta(model)
     fraction, raw = 1.0, None
     if shift is not None and cfg.prior_correction == "tempered":
         raw, counts = predict(model, eval_loader(val_ds, cfg, info), info)
@@ -351,7 +367,7 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
         model, eval_loader(val_ds, cfg, info), info)
     temperature = fit_temperature(logits, classes.to_class(counts))
     metrics = {"val": evaluate(logits, counts, classes, temperature),
-               "temperature": temperature, "best_epoch": best_ckpt["best"]["epoch"],
+               "temperature": temperature, "best_epoch": best_epoch,
                "world_size": world_size, "rank_weight_checksums": checksums,
                "prior_correction": cfg.prior_correction if shift is not None else "none",
                "prior_shift": None if shift is None else shift.tolist(),
@@ -383,7 +399,7 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
     save_artifact(output / "model.pt", model, classes=classes, preprocess=preprocess,
                   temperature=temperature, metrics=metrics, train_config=cfg.to_dict(),
                   manifest_hash=data_hash, name=f"{cfg.backbone}-{data_hash[:8]}",
-                  parent=parent, data=data.sources)
+                  parent=start.parent if start is not None else "", data=data.sources)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"metrics": metrics, "output": str(output), "history": history,
             "model": str(output / "model.pt")}
