@@ -11,7 +11,7 @@ Every combination gets the tempered correction the way ``--prior-correction temp
 the fraction of the logit adjustment that validation prefers, and a temperature fitted on
 validation. Selection is on validation, 0-5 protocol; public test is printed for information.
 
-    python bench/counter_combine.py --runs extra-k15,lite0,lite1 --out runs/bench/ablation
+    python bench/counter_combine.py --runs extra-k15,lite1,lite2 --ensembles extra-k15+lite1,extra-k15+lite1+lite2
 """
 from __future__ import annotations
 
@@ -65,8 +65,14 @@ def main() -> None:
     parser.add_argument("--runs", default="extra-k15,lite0,lite1",
                         help="comma-separated finished runs of bench/counter_ablation.py with one "
                              "head and one image size (the ensemble averages their logits)")
+    parser.add_argument("--ensembles", default="",
+                        help="which ensembles, as groups of runs joined by '+', comma-separated "
+                             "(default: all the runs together)")
     args = parser.parse_args()
     names = args.runs.split(",")
+    groups = [g.split("+") for g in args.ensembles.split(",") if g]
+    if not groups and len(names) > 1:
+        groups = [names]
     manifest = manifests(args.sample, args.extra, args.out)[VARIANTS[names[0]][0]]
     predictors = {n: Predictor.load(args.out / n / "model.pt") for n in names}
     first = next(iter(predictors.values()))
@@ -86,7 +92,7 @@ def main() -> None:
     results = {}
     print("\n| combination | val acc. 0-5 | val RMSE 0-5 | test acc. 0-5 | test RMSE 0-5 | fraction |")
     print("| --- | --- | --- | --- | --- | --- |")
-    combos = {n: [n] for n in names} | ({f"ensemble of {' + '.join(names)}": names} if len(names) > 1 else {})
+    combos = {n: [n] for n in names} | {f"ensemble of {' + '.join(g)}": g for g in groups}
     for label, members in combos.items():
         for tta in (False, True):
             pick = (lambda v: v.mean(0)) if tta else (lambda v: v[0])
