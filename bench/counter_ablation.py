@@ -65,15 +65,35 @@ def test_without_correction(run: Path, metrics: dict, cfg: TrainConfig) -> dict 
                            PROTOCOLS["challenge"])
 
 
+def uncorrected(probs: np.ndarray, temperature: float, shift: torch.Tensor) -> torch.Tensor:
+    """An artifact's calibrated probabilities back to its uncorrected logits: log-probabilities x
+    T are the shipped logits up to a per-image constant, which no argmax or softmax sees; minus
+    the folded-in shift they are the uncorrected model's."""
+    return torch.from_numpy(np.log(np.clip(probs, 1e-12, None))).float() * temperature - shift
+
+
+def score_tempered(val: torch.Tensor, test: torch.Tensor, shift: torch.Tensor, counts: dict,
+                   classes) -> dict:
+    """Uncorrected val and test logits as ``--prior-correction tempered`` ships them: the fraction
+    of the shift validation prefers (priors.best_fraction) and a temperature fitted on val, then
+    both splits' 0-5 figures."""
+    from binventory.model.metrics import fit_temperature
+    from binventory.training import priors
+
+    fraction = priors.best_fraction(val, classes.to_class(counts["val"]), shift)
+    val, test = val + fraction * shift, test + fraction * shift
+    t = fit_temperature(val, classes.to_class(counts["val"]))
+    return {"fraction": fraction,
+            "val": evaluate_logits(val, counts["val"], classes, t, PROTOCOLS["challenge"]),
+            "test": evaluate_logits(test, counts["test"], classes, t, PROTOCOLS["challenge"])}
+
+
 def tempered(name: str, args, paths: dict[bool, Path]) -> dict | None:
     """The variant's model as ``--prior-correction tempered`` would have shipped it, from its
-    saved artifact (no training): the fraction of its logit adjustment that validation prefers
-    (priors.best_fraction), then its val and public-test 0-5 figures."""
+    saved artifact (no training)."""
     from binventory.data.manifest import split_rows
     from binventory.inventory.calibrate import predict_paths
-    from binventory.model.metrics import fit_temperature
     from binventory.serving.predictor import Predictor
-    from binventory.training import priors
 
     run = args.out / name
     metrics = json.loads((run / "metrics.json").read_text())
@@ -83,20 +103,17 @@ def tempered(name: str, args, paths: dict[bool, Path]) -> dict | None:
     predictor = Predictor.load(run / "model.pt")
     root, rows = split_rows(paths[VARIANTS[name][0]], "val")
     probs = predict_paths(predictor, [root / p for p in rows.image_path], progress=False)
-    # log-probabilities x T = the shipped logits up to a per-image constant, which no argmax or
-    # softmax sees; minus the shift = the uncorrected model's.
-    raw = torch.from_numpy(np.log(np.clip(probs, 1e-12, None))).float() * metrics["temperature"] - shift
-    counts = torch.tensor(rows.label.to_numpy(dtype=np.int64))
-    classes = predictor.classes
-    fraction = priors.best_fraction(raw, classes.to_class(counts), shift)
-    val_logits = raw + fraction * shift
-    t = fit_temperature(val_logits, classes.to_class(counts))
     z = np.load(run / "test_predictions.npz")
-    test_logits = torch.from_numpy(z["logits"]) - shift + fraction * shift
-    return {"fraction": fraction,
-            "val": evaluate_logits(val_logits, counts, classes, t, PROTOCOLS["challenge"]),
-            "test": evaluate_logits(test_logits, torch.from_numpy(z["counts"]), classes, t,
-                                    PROTOCOLS["challenge"])}
+    counts = {"val": torch.tensor(rows.label.to_numpy(dtype=np.int64)),
+              "test": torch.from_numpy(z["counts"])}
+    return score_tempered(uncorrected(probs, metrics["temperature"], shift),
+                          torch.from_numpy(z["logits"]) - shift, shift, counts, predictor.classes)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sample", type=Path, default=Path("../shared/abid-sample"))
+    parser.add_argument("--extra", type=Path, default=Path("../shared/abid-extra"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/ablation"))
 
 
 def synth_pretrained(args) -> Path:
@@ -152,9 +169,7 @@ def row(name: str, val: dict, test: dict, minutes: float | str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sample", type=Path, default=Path("../shared/abid-sample"))
-    parser.add_argument("--extra", type=Path, default=Path("../shared/abid-extra"))
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/ablation"))
+    add_data_arguments(parser)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--variants", default="dev,extra,extra-weights",

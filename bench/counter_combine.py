@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
-from counter_ablation import VARIANTS, manifests, row  # bench/ is on sys.path when run as a script
+from counter_ablation import (VARIANTS, add_data_arguments, manifests, row, score_tempered,
+                              uncorrected)  # bench/ is on sys.path when run as a script
 
 from binventory.data.manifest import split_rows
-from binventory.data.split import PROTOCOLS
-from binventory.model.metrics import fit_temperature, evaluate_logits
 from binventory.serving.predictor import Predictor
-from binventory.training import priors
 
 VIEWS = {"as is": lambda x: x, "hflip": lambda x: x[:, :, ::-1], "vflip": lambda x: x[:, ::-1],
          "hvflip": lambda x: x[:, ::-1, ::-1]}
@@ -35,33 +32,19 @@ VIEWS = {"as is": lambda x: x, "hflip": lambda x: x[:, :, ::-1], "vflip": lambda
 
 def raw_logits(predictor: Predictor, images: np.ndarray, shift: torch.Tensor, temperature: float,
                batch_size: int = 128) -> torch.Tensor:
-    """The uncorrected model's logits for each view (views x N x classes): the artifact's
-    calibrated log-probabilities x T are its logits up to a per-image constant, which neither an
-    argmax nor a softmax sees; minus the folded-in shift they are the uncorrected model's."""
+    """The uncorrected model's logits for each view (views x N x classes)."""
     out = []
     for view in VIEWS.values():
         probs = np.concatenate([predictor.predict_arrays(np.ascontiguousarray(view(images[i:i + batch_size])))
                                 for i in range(0, len(images), batch_size)])
-        out.append(torch.from_numpy(np.log(np.clip(probs, 1e-12, None))).float() * temperature - shift)
+        out.append(uncorrected(probs, temperature, shift))
     return torch.stack(out)
-
-
-def score(val: torch.Tensor, test: torch.Tensor, shift: torch.Tensor, counts: dict, classes) -> dict:
-    """Tempered correction and temperature chosen on validation, then both splits' 0-5 figures."""
-    fraction = priors.best_fraction(val, classes.to_class(counts["val"]), shift)
-    val, test = val + fraction * shift, test + fraction * shift
-    t = fit_temperature(val, classes.to_class(counts["val"]))
-    return {"fraction": fraction,
-            "val": evaluate_logits(val, counts["val"], classes, t, PROTOCOLS["challenge"]),
-            "test": evaluate_logits(test, counts["test"], classes, t, PROTOCOLS["challenge"])}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sample", type=Path, default=Path("../shared/abid-sample"))
-    parser.add_argument("--extra", type=Path, default=Path("../shared/abid-extra"))
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/ablation"))
+    add_data_arguments(parser)
     parser.add_argument("--runs", default="extra-k15,lite0,lite1",
                         help="comma-separated finished runs of bench/counter_ablation.py with one "
                              "head and one image size (the ensemble averages their logits)")
@@ -98,7 +81,7 @@ def main() -> None:
             pick = (lambda v: v.mean(0)) if tta else (lambda v: v[0])
             val = torch.stack([pick(logits[m]["val"]) for m in members]).mean(0)
             test = torch.stack([pick(logits[m]["test"]) for m in members]).mean(0)
-            r = score(val, test, shift, counts, classes)
+            r = score_tempered(val, test, shift, counts, classes)
             key = f"{label}{', TTA (4 flips)' if tta else ''}"
             results[key] = r
             print(row(key, r["val"], r["test"], f"{r['fraction']:g}"), flush=True)
