@@ -44,7 +44,11 @@ VARIANTS = {
     # the extra-k15 recipe, from a model pretrained on synthetic bins (synth_pretrained) rather
     # than from ImageNet weights alone
     "synth": (True, {**K15, "weights": "none", "init_from": "synthetic"}),
+    # the extra-k15 recipe (MobileNetV2) learning, beside the labels, the distribution of the
+    # best ensemble of bench/counter_combine.py (its TEACHERS, run first): one network to serve
+    "distill": (True, {**K15, "distill_from": "ensemble"}),
 }
+TEACHERS = ("extra-k15", "lite1", "lite2")
 SYNTH_IMAGES, SYNTH_EPOCHS = 4000, 3
 
 
@@ -145,6 +149,10 @@ def run_variant(name: str, args, paths: dict[bool, Path]) -> dict:
     values = {**V1, "epochs": args.epochs, "image_size": args.image_size, **overrides}
     if values.get("init_from") == "synthetic":
         values["init_from"] = str(synth_pretrained(args))
+    if values.get("distill_from") == "ensemble":
+        for teacher in TEACHERS:  # trained first where missing
+            run_variant(teacher, args, paths)
+        values["distill_from"] = ",".join(str(args.out / t / "model.pt") for t in TEACHERS)
     cfg = TrainConfig(**values, manifest=str(paths[use_extra]), output=str(run),
                       cache_dir=str(args.out / "cache"), progress=False, workers=1)
     start = time.perf_counter()

@@ -75,8 +75,8 @@ def profile_steps(step: Callable, loader: Iterable, out: str | Path, steps: int 
         for i in range(warmup + steps):
             current.update(dict.fromkeys(PHASES, 0.0))
             with phase("data"):
-                images, counts = next(batches)
-            step(images, counts, phase=phase)
+                images, counts, *soft = next(batches)  # soft: distilling (--distill-from)
+            step(images, counts, phase=phase, soft=soft[0] if soft else None)
             if i >= warmup:
                 for name in PHASES:
                     times[name].append(current[name])

@@ -54,6 +54,15 @@ class TrainConfig:
                      "averages its logits: 4x the inference cost (BENCHMARKS.md, 'Counter v2 "
                      "levers'); --init-from MODEL --epochs 0 --tta adds it to a trained model",
                      "model")
+    # distillation (binventory.training.distill)
+    distill_from: str = _opt("", "comma list of trained models (model.pt, with this run's "
+                             "classes) whose mean distribution over counts the student learns "
+                             "beside the labels: one network's serving cost for an ensemble's "
+                             "counts", "distill")
+    distill_weight: float = _opt(0.5, "share of the loss that is the teachers' distribution (the "
+                                 "rest: the count labels)", "distill")
+    distill_temperature: float = _opt(2.0, "softening temperature of the teachers' and the "
+                                      "student's distributions", "distill")
     # optimization
     epochs: int = _opt(15, "training epochs", "optim")
     batch_size: int = _opt(32, "images per step per rank", "optim")

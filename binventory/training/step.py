@@ -47,18 +47,21 @@ class TrainStep:
     check_finite: bool = True
 
     def __call__(self, images: torch.Tensor, counts: torch.Tensor, diag=None,
-                 phase: Phase = no_phase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step on a batch; returns (loss, logits, targets)."""
+                 phase: Phase = no_phase, soft: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step on a batch; returns (loss, logits, targets). ``soft``: the teachers'
+        distribution per image, for a distillation loss (binventory.training.distill)."""
         with phase("data"):
             images = images.to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = self.to_targets(counts).to(self.device)
+            extra = () if soft is None else (soft.to(self.device),)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16,
                                   enabled=self.amp and self.device.type == "cuda")
         with phase("forward"), autocast:
             logits = self.model(images)
-            loss = self.loss_fn(logits.float(), targets)
+            loss = self.loss_fn(logits.float(), targets, *extra)
         if diag is not None:
             diag.loss(loss)
         if self.check_finite and not torch.isfinite(loss):

@@ -36,7 +36,7 @@ from binventory.model.losses import CountingLoss
 from binventory.model.metrics import evaluate_logits as evaluate
 from binventory.model.metrics import evaluate_many
 from binventory.model.metrics import fit_temperature
-from binventory.training import distributed, init_from, priors
+from binventory.training import distill, distributed, init_from, priors
 from binventory.training.augment import create_transform
 from binventory.training.checkpoint import (load_checkpoint, rng_state, save_checkpoint,
                                             set_rng_state)
@@ -62,7 +62,10 @@ def load_data(cfg: TrainConfig, info: distributed.DistInfo, preprocess: Preproce
     mean = preprocess.mean
     train_tf = create_transform(cfg.image_size, cfg.hflip, cfg.vflip, cfg.color, cfg.affine,
                                 cfg.random_crop, fill=mean)
+    classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
     train_ds = BinDataset(df, "train", preprocess, train_tf, cache, root)
+    if cfg.distill_from:
+        train_ds = distill.with_teachers(train_ds, df, root, cfg, classes, info.device)
     val_ds = BinDataset(df, "val", preprocess, None, cache, root)
     test_ds = BinDataset(df, "test", preprocess, None, cache, root) if (df.split == "test").any() else None
     # One sampler for every case: with one replica it is a seeded shuffle, and set_epoch makes
@@ -72,7 +75,6 @@ def load_data(cfg: TrainConfig, info: distributed.DistInfo, preprocess: Preproce
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
                               num_workers=cfg.workers, drop_last=len(train_ds) > cfg.batch_size,
                               pin_memory=info.device.type == "cuda")
-    classes = CountClasses(cfg.min_count, cfg.max_count, cfg.overflow)
     return (train_ds, val_ds, test_ds, train_loader, sampler, data.hash,
             priors.prior_log_ratio(df, classes))
 
@@ -100,9 +102,10 @@ def build_step(cfg: TrainConfig, classes: CountClasses, device: torch.device,
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay > 0 else None)
     optimizer = build_optimizer(model, cfg)
-    return TrainStep(model, CountingLoss(cfg.loss, classes, cfg.label_smoothing, cfg.loss_weight,
-                                         class_weights).to(device),
-                     optimizer, classes.to_class, device,
+    loss = CountingLoss(cfg.loss, classes, cfg.label_smoothing, cfg.loss_weight, class_weights)
+    if cfg.distill_from:
+        loss = distill.DistillLoss(loss, cfg.distill_weight, cfg.distill_temperature)
+    return TrainStep(model, loss.to(device), optimizer, classes.to_class, device,
                      scheduler=build_scheduler(optimizer, cfg, steps_per_epoch), ema=ema,
                      clip_grad=cfg.clip_grad, amp=cfg.amp, channels_last=cfg.channels_last)
 
@@ -115,9 +118,9 @@ def train_one_epoch(step: TrainStep, loader, cfg: TrainConfig, info: distributed
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                disable=None if cfg.progress and info.is_main else True)
     diag = diag or Collector(enabled=False)
-    for images, counts in diag.batches(bar):
+    for images, counts, *soft in diag.batches(bar):  # soft: the teachers' targets, distilling
         try:
-            loss, logits, targets = step(images, counts, diag)
+            loss, logits, targets = step(images, counts, diag, soft=soft[0] if soft else None)
         except NonFiniteLoss as e:
             raise BinventoryError(f"epoch {epoch + 1}: {e}") from None
         total_loss += loss.item() * len(targets)
@@ -371,7 +374,8 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
                "world_size": world_size, "rank_weight_checksums": checksums,
                "prior_correction": cfg.prior_correction if shift is not None else "none",
                "prior_shift": None if shift is None else shift.tolist(),
-               "prior_fraction": None if shift is None else fraction}
+               "prior_fraction": None if shift is None else fraction,
+               "teachers": distill.teacher_ids(cfg.distill_from)}
     protocols = [name for name in cfg.eval_protocols.split(",") if name]
     # The val split per protocol too: heads with different classes compare on these.
     metrics["val_protocols"] = {name: evaluate(logits, counts, classes, temperature, PROTOCOLS[name])
