@@ -40,6 +40,12 @@ OURS = {**V1, "epochs": 10, "max_count": 15, "prior_correction": "tempered"}
 # none on test (BENCHMARKS.md, "Counter v2 levers"). --continue-epochs 4 reruns it.
 CONTINUE = dict(epochs=4, lr=3e-4, warmup_epochs=0.2, ema_decay=0.998,
                 prior_correction="tempered")
+# Candidates for the next recipe, each OURS with the changes the proxies of
+# bench/counter_ablation.py favoured, trained at full length beside it with --candidate NAME and
+# kept only if validation says so (BENCHMARKS.md, "Counter v2 levers"). --distill-from adds
+# teachers to a candidate (train --distill-from).
+CANDIDATES = {"reg": dict(dropout=0.5, weight_decay=0.1, label_smoothing=0.2, color=0.4),
+              "plain": {}}
 # The SageMaker reference: frozen ImageNet backbone (ResNet-50 there; its weights need a download,
 # so the offline default is MobileNetV2), a 5-way head on 1-5 items, random crops, 3 epochs.
 REFERENCE = dict(backbone="mobilenet_v2", weights="imagenet", image_size=224, epochs=3,
@@ -104,6 +110,10 @@ def main() -> None:
     parser.add_argument("--continue-epochs", type=int, default=0,
                         help="epochs of a warm restart that continues our run (lr 3e-4; 0 = "
                              "none, the shipped recipe)")
+    parser.add_argument("--candidate", choices=CANDIDATES,
+                        help="also train this change of our recipe at full length (OUT/ours-NAME)")
+    parser.add_argument("--distill-from", default="",
+                        help="comma list of teacher models for the candidate (train --distill-from)")
     parser.add_argument("--reuse", action="store_true",
                         help="take the runs OUT/results.json lists as finished instead of "
                              "training them again (to add the continued run to an earlier one)")
@@ -111,7 +121,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     common = dict(cache_dir=str(args.out / "cache"), seed=args.seed, progress=False, workers=1)
 
-    results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+    earlier = args.out / "results.json"
+    reuse = json.loads(earlier.read_text()) if args.reuse and earlier.is_file() else None
+    # Reusing, the earlier runs stay in results.json beside the new ones.
+    results = {**(reuse or {}), "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                           f"{torch.get_num_threads()} threads, torch {torch.__version__}",
                "date": time.strftime("%Y-%m-%d")}
     manifest_all = make_manifest(args.sample, args.out, "all", args.seed)
@@ -120,14 +133,17 @@ def main() -> None:
     results["train_data"] = Path(manifest_all).name
     ours = TrainConfig(manifest=str(manifest_all), output=str(args.out / "ours"),
                        **{**OURS, "epochs": args.epochs, "image_size": args.image_size}, **common)
-    earlier = args.out / "results.json"
-    reuse = json.loads(earlier.read_text()) if args.reuse and earlier.is_file() else None
     results["ours"] = run("ours", ours, reuse)
     if args.continue_epochs:
         cont = {**CONTINUE, "epochs": args.continue_epochs}
         longer = replace(ours, **cont, init_from=str(args.out / "ours" / "model.pt"),
                          weights="none", output=str(args.out / "ours-continued"))
         results["ours-continued"] = run("ours-continued", longer, reuse, given=set(cont))
+    if args.candidate:
+        name = f"ours-{args.candidate}" + ("-distilled" if args.distill_from else "")
+        candidate = replace(ours, **CANDIDATES[args.candidate], distill_from=args.distill_from,
+                            output=str(args.out / name))
+        results[name] = run(name, candidate, reuse)
     if not args.skip_reference:
         manifest_1_5 = make_manifest(args.sample, args.out, "udacity", args.seed)
         reference = TrainConfig(manifest=str(manifest_1_5), output=str(args.out / "reference"),
@@ -140,14 +156,18 @@ def main() -> None:
     print(f"\n{results['machine']}, {results['date']}\n")
     print("| recipe / protocol | test images | exact acc. | RMSE | MAE | within 1 | ECE | train min |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name in ("ours", "ours-continued"):
-        if name in results:
-            test, minutes = results[name]["metrics"]["test"], results[name]["minutes"]
-            print(row(f"{name}, 0-5 (challenge)", test["challenge"], minutes))
-            print(row(f"{name}, 1-5 (udacity)", test["udacity"], minutes))
+    ours_runs = [k for k in results if k.startswith("ours")]
+    for name in ours_runs:
+        test, minutes = results[name]["metrics"]["test"], results[name]["minutes"]
+        print(row(f"{name}, 0-5 (challenge)", test["challenge"], minutes))
+        print(row(f"{name}, 1-5 (udacity)", test["udacity"], minutes))
     if "reference" in results:
         ref = results["reference"]
         print(row("reference, 1-5 (udacity)", ref["metrics"]["test"]["udacity"], ref["minutes"]))
+    print("\nSelection (dev-only validation, 0-5):\n\n| run | val images | exact acc. | RMSE |\n| --- | --- | --- | --- |")
+    for name in ours_runs:
+        val = results[name]["metrics"]["val_protocols"]["challenge"]
+        print(f"| {name} | {val['n']} | {val['accuracy']:.1%} | {val['rmse']:.3f} |")
 
 
 if __name__ == "__main__":

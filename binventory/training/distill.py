@@ -6,6 +6,7 @@ The teachers are trained binventory models (model.pt) with the student's classes
 training images once, un-augmented, in its own preprocessing (TTA included when its artifact has
 it), before the first epoch: the flips and small affines of training keep the count, so one soft
 target per image serves every epoch, and the teachers cost one pass instead of one per step.
+Under torchrun every rank counts all of them: its sampler may draw any image in a later epoch.
 
 What the student learns is the mean of the teachers' logits *before* their prior correction
 (each artifact folds its shift into the head; ``metrics.prior_shift`` says which): the student

@@ -112,3 +112,10 @@ def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     gathered = [torch.zeros_like(padded) for _ in range(info.world_size)]
     dist.all_gather(gathered, padded)
     return torch.cat([g[: int(s.item())] for g, s in zip(gathered, sizes)])
+
+
+def weight_checksums(model: torch.nn.Module, info: DistInfo) -> list[float]:
+    """Each rank's sum of its weights: DDP keeps replicas identical, and this shows it."""
+    with torch.no_grad():
+        total = sum(p.double().sum() for p in model.parameters()).reshape(1, 1).to(info.device)
+    return all_gather_cat(total, info).flatten().tolist()

@@ -316,15 +316,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
     if writer is not None:
         writer.close()
     return finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
-                  weight_checksums(_unwrap(model), info), shift,
+                  distributed.weight_checksums(_unwrap(model), info), shift,
                   start)
-
-
-def weight_checksums(model: nn.Module, info: distributed.DistInfo) -> list[float]:
-    """Each rank's sum of its weights: DDP keeps replicas identical, and this shows it."""
-    with torch.no_grad():
-        total = sum(p.double().sum() for p in model.parameters()).reshape(1, 1).to(info.device)
-    return distributed.all_gather_cat(total, info).flatten().tolist()
 
 
 def best_weights(output: Path, history: list[dict],
