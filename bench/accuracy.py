@@ -11,6 +11,7 @@ run. Prints a Markdown table for BENCHMARKS.md and writes OUT/results.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -24,6 +25,7 @@ from scipy.stats import binomtest
 from binventory.data.manifest import build_manifest, split_rows, write_manifest
 from binventory.data.merge import merge_manifests
 from binventory.data.split import PROTOCOLS, assign_splits
+from binventory.inventory.calibrate import predict_paths
 from binventory.model.metrics import protocol_view
 from binventory.serving.predictor import Predictor
 from binventory.training.config import TrainConfig
@@ -93,13 +95,12 @@ def run(name: str, cfg: TrainConfig, reuse: dict | None = None, given: set | Non
     return {"config": cfg.to_dict(), "metrics": result["metrics"], "minutes": minutes}
 
 
+@functools.cache  # ours is paired with every run: count its images once
 def right_0_5(model: Path, manifest: Path, split: str) -> np.ndarray:
     """Per image of ``split`` with 0-5 items: does the model count it right (0-5 protocol)?"""
     predictor = Predictor.load(model)
     root, rows = split_rows(manifest, split)
-    images = predictor.preprocess.load_many([root / p for p in rows.image_path])
-    probs = np.concatenate([predictor.predict_arrays(images[i:i + 128])
-                            for i in range(0, len(images), 128)])
+    probs = predict_paths(predictor, [root / p for p in rows.image_path], progress=False)
     logits, targets, _, _ = protocol_view(torch.from_numpy(probs).log(),
                                           torch.tensor(rows.label.to_numpy(dtype=np.int64)),
                                           predictor.classes, PROTOCOLS["challenge"])

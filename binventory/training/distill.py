@@ -32,16 +32,12 @@ from binventory.model.classes import CountClasses
 log = logging.getLogger(__name__)
 
 
-def teacher_paths(distill_from: str) -> list[Path]:
-    return [Path(p) for p in distill_from.split(",") if p]
-
-
 def load_teachers(distill_from: str, classes: CountClasses,
                   device: torch.device | str = "cpu") -> list[CountingModel]:
     """The teachers, checked against the student's classes (a soft target is one probability
     per class: a 0-5 teacher cannot teach a 0-15 student)."""
     teachers = []
-    for path in teacher_paths(distill_from):
+    for path in [Path(p) for p in distill_from.split(",") if p]:
         teacher = load_artifact(path, device)
         if teacher.classes != classes:
             raise BinventoryError(
@@ -77,12 +73,13 @@ def soft_targets(teachers: list[CountingModel], df: pd.DataFrame, root: Path, te
 
 
 class WithTargets(Dataset):
-    """A training set whose items also carry the teachers' distribution: (image, count, probs)."""
+    """A training set whose items also carry the teachers' distribution: (image, count, probs);
+    ``teacher_ids`` names the models it came from, for the student's metrics."""
 
-    def __init__(self, dataset: BinDataset, targets: torch.Tensor):
+    def __init__(self, dataset: BinDataset, targets: torch.Tensor, teacher_ids: list[str]):
         if len(dataset) != len(targets):
             raise ValueError(f"{len(targets)} soft targets for {len(dataset)} images")
-        self.dataset, self.targets = dataset, targets
+        self.dataset, self.targets, self.teacher_ids = dataset, targets, teacher_ids
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -121,9 +118,4 @@ def with_teachers(train_ds: BinDataset, df: pd.DataFrame, root: Path, cfg, class
              ", ".join(t.model_id for t in teachers), len(train_ds))
     targets = soft_targets(teachers, df, root, cfg.distill_temperature, cfg.cache_dir or None,
                            cfg.batch_size * 2, cfg.workers, cfg.progress)
-    return WithTargets(train_ds, targets)
-
-
-def teacher_ids(distill_from: str) -> list[str]:
-    """The teachers' model ids, for the student's metrics (which models it learned from)."""
-    return [load_artifact(p).model_id for p in teacher_paths(distill_from)]
+    return WithTargets(train_ds, targets, [t.model_id for t in teachers])

@@ -317,7 +317,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, callbacks: list[EpochCa
         writer.close()
     return finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
                   distributed.weight_checksums(_unwrap(model), info), shift,
-                  start)
+                  start, train_ds.teacher_ids if cfg.distill_from else [])
 
 
 def best_weights(output: Path, history: list[dict],
@@ -333,7 +333,7 @@ def best_weights(output: Path, history: list[dict],
 
 def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
            checksums, shift: torch.Tensor | None = None,
-           start: init_from.Start | None = None) -> dict:
+           start: init_from.Start | None = None, teachers: list[str] | None = None) -> dict:
     """Best weights (+ the prior correction, in the head) -> temperature fitted on val -> test
     metrics per protocol -> model.pt."""
     from binventory.data.split import PROTOCOLS
@@ -368,7 +368,7 @@ def finish(cfg, info, classes, preprocess, val_ds, test_ds, data_hash, history,
                "prior_correction": cfg.prior_correction if shift is not None else "none",
                "prior_shift": None if shift is None else shift.tolist(),
                "prior_fraction": None if shift is None else fraction,
-               "teachers": distill.teacher_ids(cfg.distill_from)}
+               "teachers": teachers or []}
     protocols = [name for name in cfg.eval_protocols.split(",") if name]
     # The val split per protocol too: heads with different classes compare on these.
     metrics["val_protocols"] = {name: evaluate(logits, counts, classes, temperature, PROTOCOLS[name])
